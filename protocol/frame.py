@@ -1,0 +1,113 @@
+# Whole frames: Message <-> wire bytes.
+#
+#   seal:  message -> CBOR -> [COSE_Mac0 with the node key] -> + CRC-32 -> COBS -> + 0x00
+#   open:  payload (from link.Deframer or link.unframe) -> authenticated Message
+#
+# Opening checks the tag before anything in the message is trusted: the only field read
+# before verification is the node id, and only to pick the key. A KeyRing holds the keys;
+# a node with a key must send tagged frames, and a node without one is refused unless the
+# ring is open (a lab set-up without keys).
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+from protocol import link, mac, messages
+from protocol.cbor import Writer
+from protocol.errors import NODE, OVERSIZE, UNTAGGED, ProtocolError
+from protocol.mac import Key
+
+_BUF_B = const(256)
+
+
+class KeyRing:
+    def __init__(self, keys=None, open_nodes=False):
+        # keys: dict node id -> 32-byte key (bytes) or mac.Key
+        self._keys = {}
+        self.open_nodes = open_nodes
+        if keys:
+            for node in keys:
+                self.add(node, keys[node])
+
+    def add(self, node, key):
+        self._keys[node] = key if isinstance(key, Key) else Key(key)
+
+    def remove(self, node):
+        self._keys.pop(node, None)
+
+    def get(self, node):
+        return self._keys.get(node)
+
+    def nodes(self):
+        return sorted(self._keys)
+
+    def __len__(self):
+        return len(self._keys)
+
+
+class Sealer:
+    # Encodes messages into frames with buffers allocated once (node side hot path).
+    def __init__(self, key=None):
+        if key is not None and not isinstance(key, Key):
+            key = Key(key)
+        self.key = key
+        self._w = Writer(bytearray(_BUF_B))
+        self._raw = bytearray(_BUF_B)
+        self._out = bytearray(_BUF_B + 2)
+
+    def payload(self, msg):
+        # Message -> payload bytes (the CBOR message, or its COSE_Mac0 when keyed).
+        w = self._w
+        w.n = 0
+        try:
+            messages.encode_into(msg, w)
+        except IndexError:
+            raise ProtocolError(OVERSIZE, "%s message exceeds %d bytes" % (msg.NAME, _BUF_B))
+        body = w.getvalue()
+        if self.key is None:
+            return body
+        return mac.wrap(body, self.key)
+
+    def seal(self, msg):
+        # Message -> wire bytes ready to write to the UART.
+        p = self.payload(msg)
+        n = len(p)
+        if n > link.MAX_PAYLOAD_B:
+            raise ProtocolError(OVERSIZE, "%s payload of %d bytes exceeds %d"
+                                % (msg.NAME, n, link.MAX_PAYLOAD_B))
+        raw = self._raw
+        raw[0:n] = p
+        raw[n:n + 4] = link.crc_bytes(p)
+        out = self._out
+        m = link.cobs_encode_into(raw, n + 4, out)
+        out[m] = 0
+        return bytes(out[0:m + 1])
+
+
+def seal(msg, key=None):
+    return Sealer(key).seal(msg)
+
+
+def open_payload(payload, ring, uplink=True):
+    # Payload (CRC already checked) -> Message. Raises ProtocolError.
+    if mac.is_mac0(payload):
+        body, tag = mac.unwrap(payload)
+        node = messages.peek_node(body)
+        key = ring.get(node)
+        if key is None:
+            raise ProtocolError(NODE, "node %d has no key in the key ring" % node)
+        mac.verify(key, body, tag)
+        return messages.decode(body, uplink)
+    node = messages.peek_node(payload)
+    if ring.get(node) is not None:
+        raise ProtocolError(UNTAGGED, "node %d has a key but sent an untagged frame" % node)
+    if not ring.open_nodes:
+        raise ProtocolError(NODE, "node %d is unknown and untagged frames are refused" % node)
+    return messages.decode(payload, uplink)
+
+
+def open_wire(wire, ring, uplink=True):
+    # One complete wire frame -> Message.
+    return open_payload(link.unframe(wire), ring, uplink)
