@@ -1,12 +1,13 @@
 # Deterministic CBOR (RFC 8949 section 4.2.1 "core deterministic encoding"), the subset the
-# protocol uses: unsigned and negative integers up to 64 bits, byte and text strings,
-# arrays, maps, false/true/null and floats. Tags are read only by the frame layer (COSE).
+# protocol uses: integers up to 64 bits, byte and text strings, arrays, maps with integer or
+# text keys, false/true/null and floats. Tags are read only by the frame layer (COSE).
 #
 # Writer encodes into a caller's preallocated bytearray (no allocation per item except when
-# sorting map keys). Reader decodes from bytes and refuses anything that is not the one
-# deterministic encoding: longer-than-needed integer or length heads, indefinite lengths,
-# unsorted or duplicate map keys, floats that a shorter float represents exactly, NaN other
-# than f97e00. Lengths are checked against the bytes left before anything is allocated.
+# sorting map keys); a full buffer raises IndexError. Reader decodes from bytes and refuses
+# anything but the one deterministic encoding: integer or length heads longer than needed,
+# indefinite lengths, unsorted or duplicate map keys, floats that a shorter float holds
+# exactly, NaN other than f97e00. Lengths are checked against the bytes left before
+# anything is allocated, and nesting is limited.
 
 try:
     from micropython import const
@@ -19,9 +20,9 @@ import struct
 from protocol.errors import CBOR, NONCANONICAL, TRUNCATED, ProtocolError
 
 _MAX_DEPTH = const(8)
-_U64_MAX = const(0xFFFFFFFFFFFFFFFF)
+_MAX_KEY_B = const(64)      # one encoded map key (keys are small ints or short text)
 _NAN16 = b"\xf9\x7e\x00"
-_MAX_KEY_B = const(64)      # a map key, encoded (keys are small ints or short text)
+_FLOATS = (">e", ">f", ">d")
 
 
 class Writer:
@@ -30,39 +31,33 @@ class Writer:
         self.n = 0
 
     def _head(self, mt, v):
-        # mt is the major type already shifted (0x00, 0x20, ... 0xe0)
+        # mt: major type already shifted (0x00, 0x20, ... 0xe0); v: argument, shortest form
         b = self.buf
         n = self.n
         if v < 24:
             b[n] = mt | v
             self.n = n + 1
-        elif v < 0x100:
-            b[n] = mt | 24
-            b[n + 1] = v
-            self.n = n + 2
+            return
+        if v < 0x100:
+            k = 1
         elif v < 0x10000:
-            b[n] = mt | 25
-            b[n + 1] = v >> 8
-            b[n + 2] = v & 0xFF
-            self.n = n + 3
+            k = 2
         elif v < 0x100000000:
-            b[n] = mt | 26
-            b[n + 1] = v >> 24
-            b[n + 2] = (v >> 16) & 0xFF
-            b[n + 3] = (v >> 8) & 0xFF
-            b[n + 4] = v & 0xFF
-            self.n = n + 5
-        elif v <= _U64_MAX:
-            b[n] = mt | 27
-            s = 56
-            for k in range(1, 9):
-                b[n + k] = (v >> s) & 0xFF
-                s -= 8
-            self.n = n + 9
+            k = 4
+        elif v < 0x10000000000000000:
+            k = 8
         else:
-            raise ProtocolError(CBOR, "integer beyond 64 bits")
+            raise ProtocolError(CBOR, "int over 64 bits")
+        b[n + k] = v & 0xFF       # the last byte first: IndexError before a partial write
+        b[n] = mt | (24 + (0, 0, 1, 0, 2, 0, 0, 0, 3)[k])
+        for i in range(k, 0, -1):
+            b[n + i] = v & 0xFF
+            v >>= 8
+        self.n = n + 1 + k
 
     def uint(self, v):
+        if v < 0:
+            raise ProtocolError(CBOR, "uint < 0")
         self._head(0x00, v)
 
     def int(self, v):
@@ -86,45 +81,33 @@ class Writer:
     def map(self, count):
         self._head(0xA0, count)
 
-    def null(self):
-        self._byte(0xF6)
-
-    def bool(self, v):
-        self._byte(0xF5 if v else 0xF4)
-
     def float(self, x):
         # Shortest of half, single, double that holds x exactly; NaN as f97e00.
         if x != x:
             self._raw(_NAN16)
             return
-        for fmt, head in ((">e", 0xF9), (">f", 0xFA)):
+        for i in range(2):
             try:
-                p = struct.pack(fmt, x)
+                p = struct.pack(_FLOATS[i], x)
+                exact = struct.unpack(_FLOATS[i], p)[0] == x
             except (OverflowError, ValueError):
-                continue
-            if struct.unpack(fmt, p)[0] == x:
-                self._byte(head)
-                self._raw(p)
+                exact = False
+            if exact:
+                self._raw(bytes((0xF9 + i,)) + p)
                 return
-        self._byte(0xFB)
-        self._raw(struct.pack(">d", x))
-
-    def raw(self, data):
-        # Appends bytes that are already CBOR (a nested item encoded elsewhere).
-        self._raw(data)
+        self._raw(b"\xfb" + struct.pack(">d", x))
 
     def value(self, v):
-        # Generic encoder for values built of the supported types. Map keys are sorted by
-        # their encoded bytes, as RFC 8949 section 4.2.1 requires.
+        # Any value built of the supported types. Map keys are sorted by their encoded bytes.
         if v is None:
-            self.null()
+            self._raw(b"\xf6")
         elif v is True or v is False:
-            self.bool(v)
+            self._raw(b"\xf5" if v else b"\xf4")
         elif isinstance(v, int):
             self.int(v)
         elif isinstance(v, float):
             self.float(v)
-        elif isinstance(v, (bytes, bytearray, memoryview)):
+        elif isinstance(v, (bytes, bytearray)):
             self.bytes(v)
         elif isinstance(v, str):
             self.text(v)
@@ -135,110 +118,86 @@ class Writer:
         elif isinstance(v, dict):
             items = []
             for k in v:
+                if not isinstance(k, (int, str)) or k is True or k is False:
+                    raise ProtocolError(CBOR, "map key %r" % (k,))
                 kw = Writer(bytearray(_MAX_KEY_B))
                 kw.value(k)
-                items.append((bytes(kw.buf[0:kw.n]), v[k]))
-            items.sort(key=_first)
+                items.append((kw.getvalue(), v[k]))
+            items.sort(key=lambda it: it[0])
             self.map(len(items))
-            for i in range(len(items)):
-                if i and items[i][0] == items[i - 1][0]:
-                    raise ProtocolError(CBOR, "duplicate map key")
-                self._raw(items[i][0])
-                self.value(items[i][1])
+            for k, x in items:
+                self._raw(k)
+                self.value(x)
         else:
-            raise ProtocolError(CBOR, "cannot encode %s" % type(v).__name__)
+            raise ProtocolError(CBOR, "cannot encode " + type(v).__name__)
 
     def getvalue(self):
         return bytes(self.buf[0:self.n])
 
-    def _byte(self, b):
-        self.buf[self.n] = b
-        self.n += 1
-
     def _raw(self, data):
         n = self.n
-        m = len(data)
-        if n + m > len(self.buf):
+        m = n + len(data)
+        if m > len(self.buf):
             raise IndexError("CBOR buffer full")
-        self.buf[n:n + m] = data
-        self.n = n + m
-
-
-
-def _first(item):
-    return item[0]
+        self.buf[n:m] = data
+        self.n = m
 
 
 def dumps(v, size=256):
-    # Convenience for tests and tools: one value -> deterministic CBOR bytes.
+    # One value -> deterministic CBOR bytes.
     w = Writer(bytearray(size))
     w.value(v)
     return w.getvalue()
 
 
 class Reader:
-    def __init__(self, data, pos=0, end=-1):
+    def __init__(self, data):
         self.data = data
-        self.pos = pos
-        self.end = len(data) if end < 0 else end
-
-    def left(self):
-        return self.end - self.pos
+        self.pos = 0
+        self.end = len(data)
 
     def _need(self, k):
         if self.pos + k > self.end:
-            raise ProtocolError(TRUNCATED, "CBOR ends %d bytes early" % (self.pos + k - self.end))
+            raise ProtocolError(TRUNCATED, "CBOR ends early")
 
     def head(self):
-        # -> (major type 0..7, argument). For major 7 the argument is the additional info
-        # (20..27) and any float bits are left for float(); shortest form is enforced.
+        # -> (major type, argument). For major 7 the argument is the additional info and
+        # any float bytes are left for _simple(). The shortest form is enforced.
         self._need(1)
         d = self.data
         ib = d[self.pos]
         self.pos += 1
         mt = ib >> 5
         ai = ib & 0x1F
-        if ai < 24:
+        if ai < 24 or (mt == 7 and ai < 28):
             return mt, ai
-        if ai == 31:
-            if mt in (2, 3, 4, 5):
-                raise ProtocolError(NONCANONICAL, "indefinite length")
-            raise ProtocolError(CBOR, "reserved additional information 31")
+        if ai == 31 and mt in (2, 3, 4, 5):
+            raise ProtocolError(NONCANONICAL, "indefinite length")
         if ai > 27:
-            raise ProtocolError(CBOR, "reserved additional information %d" % ai)
-        if mt == 7:
-            return mt, ai
+            raise ProtocolError(CBOR, "reserved additional info %d" % ai)
         k = 1 << (ai - 24)
         self._need(k)
-        p = self.pos
         v = 0
         for i in range(k):
-            v = (v << 8) | d[p + i]
-        self.pos = p + k
-        if (ai == 24 and v < 24) or (ai == 25 and v < 0x100) or \
-                (ai == 26 and v < 0x10000) or (ai == 27 and v < 0x100000000):
-            raise ProtocolError(NONCANONICAL, "integer or length not in its shortest form")
+            v = (v << 8) | d[self.pos + i]
+        self.pos += k
+        if v < (24, 0x100, 0x10000, 0x100000000)[ai - 24]:
+            raise ProtocolError(NONCANONICAL, "head not in shortest form")
         return mt, v
 
     def uint(self):
         mt, v = self.head()
         if mt != 0:
-            raise ProtocolError(CBOR, "expected unsigned integer, got major type %d" % mt)
+            raise ProtocolError(CBOR, "want uint, got major %d" % mt)
         return v
 
     def array(self):
         mt, v = self.head()
         if mt != 4:
-            raise ProtocolError(CBOR, "expected array, got major type %d" % mt)
-        if v > self.left():
-            raise ProtocolError(TRUNCATED, "array of %d items in %d bytes" % (v, self.left()))
+            raise ProtocolError(CBOR, "want array, got major %d" % mt)
+        if v > self.end - self.pos:
+            raise ProtocolError(TRUNCATED, "array of %d items" % v)
         return v
-
-    def bstr(self):
-        mt, v = self.head()
-        if mt != 2:
-            raise ProtocolError(CBOR, "expected byte string, got major type %d" % mt)
-        return self._take(v)
 
     def _take(self, n):
         self._need(n)
@@ -247,9 +206,9 @@ class Reader:
         return bytes(self.data[p:p + n])
 
     def value(self, depth=0):
-        # Generic decode of one item. Tags are refused here (the frame layer reads COSE's).
+        # One item of any supported type. Tags are refused (the frame layer reads COSE's).
         if depth > _MAX_DEPTH:
-            raise ProtocolError(CBOR, "nested deeper than %d" % _MAX_DEPTH)
+            raise ProtocolError(CBOR, "nested too deep")
         start = self.pos
         mt, v = self.head()
         if mt == 0:
@@ -263,29 +222,24 @@ class Reader:
             try:
                 return str(b, "utf-8")
             except Exception:
-                raise ProtocolError(CBOR, "text string is not UTF-8")
-        if mt == 4:
-            if v > self.left():
-                raise ProtocolError(TRUNCATED, "array of %d items in %d bytes" % (v, self.left()))
-            out = []
-            for _ in range(v):
-                out.append(self.value(depth + 1))
-            return out
-        if mt == 5:
-            if 2 * v > self.left():
-                raise ProtocolError(TRUNCATED, "map of %d pairs in %d bytes" % (v, self.left()))
+                raise ProtocolError(CBOR, "text not UTF-8")
+        if mt == 4 or mt == 5:
+            if (mt - 3) * v > self.end - self.pos:
+                raise ProtocolError(TRUNCATED, "container of %d items" % v)
+            if mt == 4:
+                return [self.value(depth + 1) for _ in range(v)]
             out = {}
             prev = None
             for _ in range(v):
                 ks = self.pos
                 k = self.value(depth + 1)
                 kb = bytes(self.data[ks:self.pos])
+                if not isinstance(k, (int, str)) or k is True or k is False:
+                    raise ProtocolError(CBOR, "map key must be int or text")
                 if prev is not None and kb <= prev:
                     if kb == prev:
                         raise ProtocolError(CBOR, "duplicate map key")
                     raise ProtocolError(NONCANONICAL, "map keys not in bytewise order")
-                if isinstance(k, (list, dict)):
-                    raise ProtocolError(CBOR, "map key must be a scalar")
                 prev = kb
                 out[k] = self.value(depth + 1)
             return out
@@ -294,41 +248,27 @@ class Reader:
         return self._simple(v, start)
 
     def _simple(self, ai, start):
-        if ai == 20:
-            return False
-        if ai == 21:
-            return True
+        if ai == 20 or ai == 21:
+            return ai == 21
         if ai == 22:
             return None
-        if ai == 23:
-            raise ProtocolError(CBOR, "undefined is not used by the protocol")
-        if ai == 24:
-            self._need(1)
-            sv = self.data[self.pos]
-            self.pos += 1
-            if sv < 32:
-                raise ProtocolError(CBOR, "simple value %d in two bytes" % sv)
-            raise ProtocolError(CBOR, "unassigned simple value %d" % sv)
-        if ai < 20:
-            raise ProtocolError(CBOR, "unassigned simple value %d" % ai)
-        k = 1 << (ai - 24)     # 2, 4 or 8 bytes of float
-        self._need(k)
-        p = self.pos
-        raw = bytes(self.data[p:p + k])
-        self.pos = p + k
-        x = struct.unpack((">e", ">f", ">d")[ai - 25], raw)[0]
+        if ai < 25:
+            raise ProtocolError(CBOR, "simple value not used")
+        k = 1 << (ai - 24)         # 2, 4 or 8 bytes of float
+        raw = self._take(k)
+        x = struct.unpack(_FLOATS[ai - 25], raw)[0]
         if x != x:
             if bytes(self.data[start:self.pos]) != _NAN16:
-                raise ProtocolError(NONCANONICAL, "NaN not encoded as f97e00")
+                raise ProtocolError(NONCANONICAL, "NaN not f97e00")
             return x
         if ai > 25:
-            shorter = ">e" if ai == 26 else ">f"
+            shorter = _FLOATS[ai - 26]
             try:
-                fits = struct.unpack(shorter, struct.pack(shorter, x))[0] == x
+                exact = struct.unpack(shorter, struct.pack(shorter, x))[0] == x
             except (OverflowError, ValueError):
-                fits = False
-            if fits:
-                raise ProtocolError(NONCANONICAL, "float fits a shorter encoding")
+                exact = False
+            if exact:
+                raise ProtocolError(NONCANONICAL, "float has a shorter form")
         return x
 
 

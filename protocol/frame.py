@@ -23,28 +23,19 @@ _BUF_B = const(256)
 
 
 class KeyRing:
+    # node id -> mac.Key. open_nodes: accept untagged frames from nodes without a key.
     def __init__(self, keys=None, open_nodes=False):
-        # keys: dict node id -> 32-byte key (bytes) or mac.Key
-        self._keys = {}
+        self.keys = {}
         self.open_nodes = open_nodes
         if keys:
             for node in keys:
                 self.add(node, keys[node])
 
     def add(self, node, key):
-        self._keys[node] = key if isinstance(key, Key) else Key(key)
-
-    def remove(self, node):
-        self._keys.pop(node, None)
+        self.keys[node] = key if isinstance(key, Key) else Key(key)
 
     def get(self, node):
-        return self._keys.get(node)
-
-    def nodes(self):
-        return sorted(self._keys)
-
-    def __len__(self):
-        return len(self._keys)
+        return self.keys.get(node)
 
 
 class Sealer:
@@ -61,10 +52,7 @@ class Sealer:
         # Message -> payload bytes (the CBOR message, or its COSE_Mac0 when keyed).
         w = self._w
         w.n = 0
-        try:
-            messages.encode_into(msg, w)
-        except IndexError:
-            raise ProtocolError(OVERSIZE, "%s message exceeds %d bytes" % (msg.NAME, _BUF_B))
+        messages.encode_into(msg, w)
         body = w.getvalue()
         if self.key is None:
             return body
@@ -75,8 +63,7 @@ class Sealer:
         p = self.payload(msg)
         n = len(p)
         if n > link.MAX_PAYLOAD_B:
-            raise ProtocolError(OVERSIZE, "%s payload of %d bytes exceeds %d"
-                                % (msg.NAME, n, link.MAX_PAYLOAD_B))
+            raise ProtocolError(OVERSIZE, "%s payload %d > %d B" % (msg.NAME, n, link.MAX_PAYLOAD_B))
         raw = self._raw
         raw[0:n] = p
         raw[n:n + 4] = link.crc_bytes(p)
@@ -97,14 +84,14 @@ def open_payload(payload, ring, uplink=True):
         node = messages.peek_node(body)
         key = ring.get(node)
         if key is None:
-            raise ProtocolError(NODE, "node %d has no key in the key ring" % node)
+            raise ProtocolError(NODE, "node %d has no key" % node)
         mac.verify(key, body, tag)
         return messages.decode(body, uplink)
     node = messages.peek_node(payload)
     if ring.get(node) is not None:
-        raise ProtocolError(UNTAGGED, "node %d has a key but sent an untagged frame" % node)
+        raise ProtocolError(UNTAGGED, "node %d has a key" % node)
     if not ring.open_nodes:
-        raise ProtocolError(NODE, "node %d is unknown and untagged frames are refused" % node)
+        raise ProtocolError(NODE, "node %d unknown, ring closed" % node)
     return messages.decode(payload, uplink)
 
 

@@ -8,7 +8,8 @@
 #   plus CRC is at most 254 bytes and the payload at most 250 bytes.
 #
 # Deframer is the stream decoder: feed it any chunks, it yields payloads (bytes) and
-# ProtocolError instances (one per bad frame) and never holds more than 256 bytes.
+# ProtocolError instances (one per bad frame) and never holds more than 255 bytes.
+# feed() is a generator: iterate it to the end for each chunk, or bytes stay unread.
 
 try:
     from micropython import const
@@ -67,11 +68,11 @@ def cobs_decode_into(src, n, dst):
     while i < n:
         code = src[i]
         if code == 0:
-            raise ProtocolError(COBS, "zero byte inside a frame")
+            raise ProtocolError(COBS, "zero in frame")
         i += 1
         end = i + code - 1
         if end > n:
-            raise ProtocolError(COBS, "block of %d bytes runs past the frame end" % (code - 1))
+            raise ProtocolError(COBS, "block past end")
         while i < end:
             dst[o] = src[i]
             o += 1
@@ -86,7 +87,7 @@ def frame(payload):
     # payload -> wire bytes (COBS + delimiter). Raises ProtocolError(OVERSIZE).
     n = len(payload)
     if n > MAX_PAYLOAD_B:
-        raise ProtocolError(OVERSIZE, "payload of %d bytes exceeds %d" % (n, MAX_PAYLOAD_B))
+        raise ProtocolError(OVERSIZE, "payload %d > %d B" % (n, MAX_PAYLOAD_B))
     raw = bytearray(n + _CRC_B)
     raw[0:n] = payload
     raw[n:] = crc_bytes(payload)
@@ -99,12 +100,12 @@ def frame(payload):
 def check_raw(raw, n):
     # raw[0:n] is a COBS-decoded frame; returns the payload length after checking the CRC.
     if n <= _CRC_B:
-        raise ProtocolError(TRUNCATED, "frame of %d bytes has no room for a payload" % n)
+        raise ProtocolError(TRUNCATED, "frame of %d B" % n)
     p = n - _CRC_B
     c = crc32(memoryview(raw)[0:p]) & 0xFFFFFFFF
     got = (raw[p] << 24) | (raw[p + 1] << 16) | (raw[p + 2] << 8) | raw[p + 3]
     if c != got:
-        raise ProtocolError(CRC, "CRC-32 %08x, trailer says %08x" % (c, got))
+        raise ProtocolError(CRC, "%08x != %08x" % (c, got))
     return p
 
 
@@ -114,9 +115,9 @@ def unframe(wire):
     if n and wire[n - 1] == 0:
         n -= 1
     if n > MAX_COBS_B:
-        raise ProtocolError(OVERSIZE, "frame of %d bytes exceeds %d" % (n + 1, MAX_WIRE_B))
+        raise ProtocolError(OVERSIZE, "frame %d > %d B" % (n + 1, MAX_WIRE_B))
     if n == 0:
-        raise ProtocolError(TRUNCATED, "empty frame")
+        raise ProtocolError(TRUNCATED, "empty")
     out = bytearray(n)
     m = cobs_decode_into(wire, n, out)
     p = check_raw(out, m)
@@ -124,7 +125,7 @@ def unframe(wire):
 
 
 class Deframer:
-    # Stream decoder. Memory is two 256-byte buffers allocated once.
+    # Stream decoder. Memory is two 255-byte buffers allocated once.
     def __init__(self):
         self._rx = bytearray(MAX_COBS_B)
         self._out = bytearray(MAX_COBS_B)
@@ -156,7 +157,7 @@ class Deframer:
                     self._skip = True
                     self._n = 0
                     self.errors += 1
-                    yield ProtocolError(OVERSIZE, "no delimiter within %d bytes" % MAX_WIRE_B)
+                    yield ProtocolError(OVERSIZE, "no delimiter in %d B" % MAX_WIRE_B)
                 else:
                     rx[self._n:self._n + take] = data[i:end]
                     self._n += take

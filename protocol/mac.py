@@ -78,30 +78,30 @@ def unwrap(data):
     # allows exactly one shape, so anything else is a bad tag, not something to parse.
     n = len(data)
     if n < _HEAD_B + 1 + 1 + TAG_B:
-        raise ProtocolError(TRUNCATED, "COSE_Mac0 of %d bytes is too short" % n)
+        raise ProtocolError(TRUNCATED, "COSE_Mac0 of %d B" % n)
     if bytes(data[0:_HEAD_B]) != _HEAD:
-        raise ProtocolError(TAG, "not a COSE_Mac0 with alg HMAC 256/64 and no other headers")
+        raise ProtocolError(TAG, "not COSE_Mac0 HMAC 256/64")
     hb = data[_HEAD_B]
     p = _HEAD_B + 1
     if hb & 0xE0 != 0x40:
-        raise ProtocolError(TAG, "COSE_Mac0 payload is not a byte string")
+        raise ProtocolError(TAG, "payload not bstr")
     ln = hb & 0x1F
     if ln == 24:
         if p >= n:
-            raise ProtocolError(TRUNCATED, "COSE_Mac0 payload length missing")
+            raise ProtocolError(TRUNCATED, "payload length")
         ln = data[p]
         p += 1
         if ln < 24:
-            raise ProtocolError(TAG, "COSE_Mac0 payload length not in its shortest form")
+            raise ProtocolError(TAG, "payload length form")
     elif ln > 24:
-        raise ProtocolError(TAG, "COSE_Mac0 payload longer than a frame")
+        raise ProtocolError(TAG, "payload too long")
     end = p + ln
+    if end < n and data[end] != _TAG_HEAD:
+        raise ProtocolError(TAG, "tag not 8 bytes")
     if end + 1 + TAG_B != n:
         if end + 1 + TAG_B > n:
-            raise ProtocolError(TRUNCATED, "COSE_Mac0 ends before its tag")
-        raise ProtocolError(TAG, "%d bytes after the COSE_Mac0 tag" % (n - end - 1 - TAG_B))
-    if data[end] != _TAG_HEAD:
-        raise ProtocolError(TAG, "COSE_Mac0 tag is not an 8-byte string")
+            raise ProtocolError(TRUNCATED, "tag cut short")
+        raise ProtocolError(TAG, "bytes after tag")
     return bytes(data[p:end]), bytes(data[end + 1:n])
 
 
@@ -112,4 +112,4 @@ def verify(key, payload, tag):
     for i in range(TAG_B):
         diff |= want[i] ^ tag[i]
     if diff:
-        raise ProtocolError(TAG, "authentication tag does not match the node key")
+        raise ProtocolError(TAG, "tag mismatch")

@@ -40,17 +40,14 @@ class ReplayGuard:
         st = boots.get(boot)
         if st is None:
             if len(boots) >= self._max_boots and boot < min(boots):
-                raise ProtocolError(REPLAY, "node %d boot %d is older than every tracked boot"
-                                    % (node, boot))
+                raise ProtocolError(REPLAY, "%d/%d: boot too old" % (node, boot))
             return
         floor = st[0]
         if seq <= floor:
-            raise ProtocolError(REPLAY, "node %d boot %d seq %d at or below acknowledged %d"
-                                % (node, boot, seq, floor))
+            raise ProtocolError(REPLAY, "%d/%d#%d <= %d" % (node, boot, seq, floor))
         i = seq - floor - 1
         if i < WINDOW and (st[1] >> i) & 1:
-            raise ProtocolError(REPLAY, "node %d boot %d seq %d already accepted"
-                                % (node, boot, seq))
+            raise ProtocolError(REPLAY, "%d/%d#%d seen" % (node, boot, seq))
 
     def accept(self, node, boot, seq):
         # Checks, then records (node, boot, seq) as accepted. Returns the seqs skipped.
