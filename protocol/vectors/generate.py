@@ -22,7 +22,7 @@ from protocol.replay import ReplayGuard
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KEYS = {1042: bytes(range(32)), 7: bytes(range(0xA0, 0xC0)), 0xFFFFFFFF: b"\xff" * 32}
-OPEN_NODE = 5          # a node with no key, accepted only by an open ring
+OPEN_NODE = 1005       # a node with no key (same encoded size as 1042), open rings only
 UNIX_T = 1795000000    # 2026-11-18T...Z
 
 

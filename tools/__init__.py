@@ -1,0 +1,1 @@
+"""Roadside technician and developer tools (host side, typed)."""
