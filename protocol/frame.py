@@ -63,7 +63,7 @@ class Sealer:
         p = self.payload(msg)
         n = len(p)
         if n > link.MAX_PAYLOAD_B:
-            raise ProtocolError(OVERSIZE, "%s payload %d > %d B" % (msg.NAME, n, link.MAX_PAYLOAD_B))
+            raise ProtocolError(OVERSIZE, "%s payload %d B" % (msg.NAME, n))
         raw = self._raw
         raw[0:n] = p
         raw[n:n + 4] = link.crc_bytes(p)

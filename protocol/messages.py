@@ -283,11 +283,11 @@ def decode(payload, uplink=True):
     r = Reader(payload)
     n, kind, node = _header(r)
     if kind >= _KINDS_PER_VERSION:
-        raise ProtocolError(VERSION, "version %d (kind %d)" % (kind // _KINDS_PER_VERSION + 1, kind))
+        raise ProtocolError(VERSION, "version %d" % (kind // _KINDS_PER_VERSION + 1))
     cls = BY_TYPE.get(kind)
     if cls is None:
         raise ProtocolError(TYPE, "type %d" % kind)
-    if cls.UPLINK != uplink:
+    if uplink != cls.UPLINK:
         raise ProtocolError(TYPE, cls.NAME + (" is uplink" if cls.UPLINK else " is downlink"))
     nf = len(cls.FIELDS)
     if n - _HEADER_N < nf:

@@ -24,8 +24,8 @@ def _load_keys(path: str | None) -> frame.KeyRing:
         return ring
     try:
         with open(path) as f:
-            for n, line in enumerate(f, 1):
-                line = line.split("#", 1)[0].strip()
+            for raw in f:
+                line = raw.split("#", 1)[0].strip()
                 if not line:
                     continue
                 node, _, key = line.partition(" ")

@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
             if proc.returncode:
                 failed += 1
                 print(f"FAIL {src.relative_to(ROOT)}\n{proc.stderr.strip()}")
-    print(f"mpy-cross -march={args.march}: {len(files) - failed} of {len(files)} board files compile")
+    ok = len(files) - failed
+    print(f"mpy-cross -march={args.march}: {ok} of {len(files)} board files compile")
     return 1 if failed else 0
 
 

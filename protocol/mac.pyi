@@ -1,0 +1,17 @@
+# Types for protocol/mac.py: HMAC-SHA256/64 in COSE_Mac0.
+from typing import Final, TypeAlias
+
+_ReadBuf: TypeAlias = bytes | bytearray | memoryview
+
+KEY_B: Final = 32
+TAG_B: Final = 8
+OVERHEAD_B: Final = 18
+
+class Key:
+    def __init__(self, key: _ReadBuf) -> None: ...  # KEY_B bytes, else ValueError
+    def tag(self, payload: _ReadBuf) -> bytes: ...
+
+def is_mac0(data: _ReadBuf) -> bool: ...
+def wrap(payload: _ReadBuf, key: Key) -> bytes: ...
+def unwrap(data: _ReadBuf) -> tuple[bytes, bytes]: ...  # (payload, tag)
+def verify(key: Key, payload: _ReadBuf, tag: _ReadBuf) -> None: ...
