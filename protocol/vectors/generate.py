@@ -87,7 +87,7 @@ def valid_messages():
                 0,
             ),
         ),
-        ("flood_negative_temp_unsynced", m.Flood(7, 3, 9, 5400, -12, 3212, -450, m.FLAG_RANGE, 5)),
+        ("flood_negative_temp_unsynced", m.Flood(7, 3, 9, 5400, 0, 3212, -450, m.FLAG_RANGE, 5)),
         (
             "flood_max_values",
             m.Flood(
