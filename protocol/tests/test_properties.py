@@ -91,7 +91,9 @@ def test_mutated_tagged_frames_never_yield_another_message(msg: messages.Message
     assert wire is not None
     w = bytearray(wire)
     for op, pos, val in muts:
-        i = pos % max(len(w), 1)
+        if not w:
+            break
+        i = pos % len(w)
         if op == "flip":
             w[i] ^= val
         elif op == "insert":
