@@ -16,7 +16,7 @@ except ImportError:
 
 from protocol import link, mac, messages
 from protocol.cbor import Writer
-from protocol.errors import NODE, OVERSIZE, UNTAGGED, ProtocolError
+from protocol.errors import NODE, UNTAGGED, ProtocolError
 from protocol.mac import Key
 
 _BUF_B = const(256)
@@ -45,8 +45,8 @@ class Sealer:
             key = Key(key)
         self.key = key
         self._w = Writer(bytearray(_BUF_B))
-        self._raw = bytearray(_BUF_B)
-        self._out = bytearray(_BUF_B + 2)
+        self._raw = bytearray(link.MAX_RAW_B)
+        self._out = bytearray(link.MAX_WIRE_B)
 
     def payload(self, msg):
         # Message -> payload bytes (the CBOR message, or its COSE_Mac0 when keyed).
@@ -60,17 +60,8 @@ class Sealer:
 
     def seal(self, msg):
         # Message -> wire bytes ready to write to the UART.
-        p = self.payload(msg)
-        n = len(p)
-        if n > link.MAX_PAYLOAD_B:
-            raise ProtocolError(OVERSIZE, "%s payload %d B" % (msg.NAME, n))
-        raw = self._raw
-        raw[0:n] = p
-        raw[n:n + 4] = link.crc_bytes(p)
-        out = self._out
-        m = link.cobs_encode_into(raw, n + 4, out)
-        out[m] = 0
-        return bytes(out[0:m + 1])
+        n = link.frame_into(self.payload(msg), self._raw, self._out)
+        return bytes(self._out[0:n])
 
 
 def seal(msg, key=None):

@@ -83,18 +83,23 @@ def cobs_decode_into(src, n, dst):
     return o
 
 
-def frame(payload):
-    # payload -> wire bytes (COBS + delimiter). Raises ProtocolError(OVERSIZE).
+def frame_into(payload, raw, out):
+    # payload -> wire bytes in out (COBS + delimiter), using raw as scratch; returns the
+    # length. raw holds MAX_RAW_B and out MAX_WIRE_B bytes. Raises ProtocolError(OVERSIZE).
     n = len(payload)
     if n > MAX_PAYLOAD_B:
         raise ProtocolError(OVERSIZE, "payload %d > %d B" % (n, MAX_PAYLOAD_B))
-    raw = bytearray(n + _CRC_B)
     raw[0:n] = payload
-    raw[n:] = crc_bytes(payload)
-    out = bytearray(n + _CRC_B + 3)
+    raw[n:n + _CRC_B] = crc_bytes(payload)
     m = cobs_encode_into(raw, n + _CRC_B, out)
     out[m] = 0
-    return bytes(out[0:m + 1])
+    return m + 1
+
+
+def frame(payload):
+    # payload -> wire bytes (COBS + delimiter). Raises ProtocolError(OVERSIZE).
+    out = bytearray(MAX_WIRE_B)
+    return bytes(out[0:frame_into(payload, bytearray(MAX_RAW_B), out)])
 
 
 def check_raw(raw, n):
