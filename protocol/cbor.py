@@ -185,12 +185,6 @@ class Reader:
             raise ProtocolError(NONCANONICAL, "head not in shortest form")
         return mt, v
 
-    def uint(self):
-        mt, v = self.head()
-        if mt != 0:
-            raise ProtocolError(CBOR, "want uint, got major %d" % mt)
-        return v
-
     def array(self):
         mt, v = self.head()
         if mt != 4:

@@ -61,6 +61,8 @@ def describe(msg):
             v = ALARM_NAMES[v]
         elif n == "reset_cause" and isinstance(v, int) and v < len(RESET_NAMES):
             v = RESET_NAMES[v]
+        elif n == "quality" and isinstance(v, int) and v < len(TIME_QUALITY_NAMES):
+            v = TIME_QUALITY_NAMES[v]
         elif n == "cfg" and isinstance(v, dict):
             v = dict((CONFIG_KEYS[k] if k < len(CONFIG_KEYS) else k, x) for k, x in v.items())
         elif isinstance(v, (bytes, bytearray)):
