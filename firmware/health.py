@@ -1,0 +1,165 @@
+# Boot bookkeeping, the watchdog supervisor, and the numbers health frames carry.
+#
+# Boot: /boot.json holds the boot counter (the `boot` of every frame: it must never repeat,
+# so it is written, atomically, before the first frame of a boot) and boots counted per
+# reset cause since provisioning (health.resets, SPEC 5.4.5). RTC memory, which survives
+# resets but not power loss, holds the boot-loop counter: boots that ended by watchdog or
+# software reset before the node ran _STABLE_MS. _SAFE_AFTER of those in a row and the node
+# boots into safe mode (flood sensing, link and health only) until it has run stably.
+#
+# Watchdog: machine.WDT cannot be stopped and is fed only by Supervisor.check(), and only
+# while every registered task has reported progress (beat) within its own limit. A task
+# that hangs or dies therefore gets the node reset by the hardware; a task that is merely
+# slow gets the limit it declared.
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+import gc
+import json
+import os
+import struct
+import time
+
+import machine
+
+from firmware import log
+
+_RTC_MAGIC = b"RSb1"
+_SAFE_AFTER = const(3)
+_STABLE_MS = const(600000)      # 10 minutes without a reset: the boot loop is over
+_CAUSES = const(8)
+
+# health.status bits (SPEC 5.4.7)
+SAFE_MODE = const(0x01)
+CONFIG_ERROR = const(0x02)
+FLOOD_FAILED = const(0x04)
+TEMP_FAILED = const(0x08)
+MAG_A_FAILED = const(0x10)
+MAG_B_FAILED = const(0x20)
+CLOCK_UNSYNCED = const(0x40)
+
+
+def reset_cause():
+    # machine.reset_cause() as a SPEC 5.4.5 code (the ESP32 constants are 1..5 already).
+    try:
+        c = machine.reset_cause()
+    except Exception:
+        return 0
+    return c if 0 <= c < _CAUSES else 0
+
+
+class Boot:
+    def __init__(self, path="/boot.json"):
+        self.path = path
+        self.boot = 0
+        self.cause = reset_cause()
+        self.resets = [0] * _CAUSES
+        self.loops = 0          # consecutive early resets (boot loop)
+        self.safe = False
+        self._rtc = machine.RTC()
+        self._stable = False
+
+    def start(self):
+        # Counts this boot, persists it, and decides on safe mode. Call once, first.
+        try:
+            with open(self.path) as f:
+                d = json.load(f)
+            self.boot = int(d["boot"])
+            r = d["resets"]
+            for i in range(min(len(r), _CAUSES)):
+                self.resets[i] = int(r[i])
+        except (OSError, ValueError, KeyError, TypeError):
+            log.warn("boot", "no valid %s: boot counter starts again", self.path)
+        self.boot += 1
+        self.resets[self.cause] += 1
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"boot": self.boot, "resets": self.resets}, f)
+        try:
+            os.remove(self.path)
+        except OSError:
+            pass
+        os.rename(tmp, self.path)
+        mem = self._rtc.memory()
+        if len(mem) >= 5 and mem[0:4] == _RTC_MAGIC:
+            self.loops = mem[4]
+        # Watchdog bites and software resets (crash handler) before _STABLE_MS count as a
+        # loop; power-on, reset pin and deep-sleep wakes start afresh.
+        if self.cause in (machine.WDT_RESET, machine.SOFT_RESET):
+            self.loops = min(self.loops + 1, 255)
+        else:
+            self.loops = 0
+        self._save_loops()
+        self.safe = self.loops >= _SAFE_AFTER
+        log.info("boot", "boot %d, reset cause %d, early resets %d%s", self.boot, self.cause,
+                 self.loops, ", SAFE MODE" if self.safe else "")
+
+    def _save_loops(self):
+        self._rtc.memory(_RTC_MAGIC + struct.pack("B", self.loops))
+
+    def check_stable(self, uptime_ms):
+        # After _STABLE_MS the boot loop is over. Returns True once, when that happens in
+        # safe mode (the caller then resets to try the full firmware again).
+        if self._stable or uptime_ms < _STABLE_MS:
+            return False
+        self._stable = True
+        self.loops = 0
+        self._save_loops()
+        log.info("boot", "stable")
+        return self.safe
+
+
+class Supervisor:
+    # Feeds the watchdog while every task beats within its limit.
+    def __init__(self, timeout_ms=8000):
+        self.names = []
+        self.limits = []
+        self.last = []
+        self.timeout_ms = timeout_ms
+        self.wdt = None
+        self.heap_min = 0x7FFFFFFF
+        self.stalled = None
+
+    def register(self, name, limit_ms):
+        # Returns the task's index for beat().
+        self.names.append(name)
+        self.limits.append(limit_ms)
+        self.last.append(time.ticks_ms())
+        return len(self.names) - 1
+
+    def beat(self, i):
+        self.last[i] = time.ticks_ms()
+
+    def start(self):
+        self.wdt = machine.WDT(timeout=self.timeout_ms)
+
+    def check(self):
+        # Once a second: heap low-water mark, then feed only if no task is stalled.
+        free = gc.mem_free()
+        self.heap_min = min(self.heap_min, free)
+        now = time.ticks_ms()
+        for i in range(len(self.names)):
+            if time.ticks_diff(now, self.last[i]) > self.limits[i]:
+                if self.stalled != i:
+                    self.stalled = i
+                    log.error("watchdog", "task %s stalled %d ms: letting the watchdog bite",
+                              self.names[i], time.ticks_diff(now, self.last[i]))
+                return False
+        self.stalled = None
+        if self.wdt is not None:
+            self.wdt.feed()
+        return True
+
+
+def battery_mv(adc, divider):
+    # Battery or supply voltage in mV from the ADC (µV at the pin), None if not measured.
+    if adc is None:
+        return None
+    try:
+        return adc.read_uv() * divider // 1000
+    except Exception:
+        return None

@@ -1,0 +1,289 @@
+# The node: boot, then five asyncio tasks wired here and nowhere else.
+#
+#   link      every 20 ms: UART in (acks, time, config), retransmissions       (uplink.py)
+#   flood     a burst of pings, a reading, alarms at once; adaptive interval   (flood.py)
+#   traffic   two magnetometers at mag_hz, one report per window               (traffic.py)
+#   health    a health frame every health_s                                    (health.py)
+#   watchdog  once a second: feeds the WDT only if every task above beat in time
+#
+# A failing sensor never stops the others: each task catches its own errors, flags them in
+# the health status bits and carries on; only a task that stops making progress gets the
+# node reset, by the watchdog. Safe mode (after a boot loop) runs without traffic.
+# /main.py on the board is two lines: `from firmware import main` and `main.run()`.
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+import asyncio
+import gc
+import time
+
+import machine
+
+from firmware import VERSION, config, health, log
+from firmware.store import Store
+from firmware.uplink import Clock, Uplink
+from protocol import messages as m
+
+_LINK_MS = const(20)
+_PING_GAP_MS = const(150)       # FloodNet: pings 150 ms apart (field.md)
+_WDT_MS = const(8000)
+_FIRST_HEALTH_MS = const(10000)
+
+
+class Node:
+    def __init__(self):
+        self.cfg = config.Config().load()
+        log.level = self.cfg.get("log")
+        self.boot = health.Boot()
+        self.sup = health.Supervisor(_WDT_MS)
+        self.clock = Clock()
+        self.status = 0
+        self.board = None
+        self.flood = None
+        self.traffic = None
+
+    # -- boot --------------------------------------------------------------------------
+
+    def start(self):
+        cfg = self.cfg
+        if cfg.error:
+            log.error("config", "%s: running with defaults for it; fix /config.json or "
+                      "send a config frame", cfg.error)
+            self.status |= health.CONFIG_ERROR
+        self.boot.start()
+        if self.boot.safe:
+            self.status |= health.SAFE_MODE
+        try:
+            self.board = __import__(cfg.module_name(), None, None, ("NAME",))
+        except ImportError:
+            cfg._fail("board unknown")
+            log.error("config", "no board module %s: using the ESP32 DevKitC pin map",
+                      cfg.module_name())
+            self.board = __import__("boards.esp32_devkitc", None, None, ("NAME",))
+            self.status |= health.CONFIG_ERROR
+        b = self.board
+        node = cfg.get("node")
+        if node is None:
+            from binascii import crc32
+            node = 0x80000000 | (crc32(machine.unique_id()) & 0x7FFFFFFF)
+        self.node = node
+        self.store = Store()
+        held = self.store.open()
+        uart = machine.UART(b.LINK_UART, baudrate=b.LINK_BAUD, tx=b.LINK_TX, rx=b.LINK_RX,
+                            rxbuf=256, timeout=0)
+        self.link = Uplink(uart, node, self.boot.boot, cfg.key_bytes(), self.store,
+                           self.clock, self.on_config)
+        log.info("node", "node %d boot %d fw %s board %s; %d frames held from earlier boots",
+                 node, self.boot.boot, VERSION, b.NAME, held)
+        self.hello()
+        self._sensors()
+
+    def _sensors(self):
+        from firmware import flood, ranger
+        b = self.board
+        s = self.cfg.settings()
+        self.flood = flood.Flood(s)
+        try:
+            self.ranger = ranger.make_ranger(b)
+        except Exception as e:
+            log.exc("flood", "ranger", e)
+            self.ranger = None
+        self.temp = ranger.AirTemp(b.ONEWIRE_PIN)
+        try:
+            self.adc = machine.ADC(machine.Pin(b.BATTERY_ADC))
+            self.adc.atten(machine.ADC.ATTN_11DB)
+        except Exception as e:
+            log.exc("health", "battery adc", e)
+            self.adc = None
+        if s["traffic"] and not self.boot.safe:
+            from firmware import qmc5883l, traffic
+            self.mags = qmc5883l.make_magnetometers(b)
+            self.traffic = traffic.Traffic(s)
+
+    def hello(self):
+        c = self.cfg
+        self.link.send(m.Hello, (VERSION, c.get("board"), self.boot.cause, c.digest(),
+                                 c.error), 1)
+
+    def on_config(self, cfg):
+        n = self.cfg.apply_wire(cfg)
+        if self.cfg.error:
+            log.error("config", "config frame refused in part: %s", self.cfg.error)
+            self.status |= health.CONFIG_ERROR
+        else:
+            self.status &= ~health.CONFIG_ERROR
+        try:
+            self.cfg.save()
+        except OSError as e:
+            log.exc("config", "save", e)
+        s = self.cfg.settings()
+        self.flood.configure(s)
+        if self.traffic is not None:
+            self.traffic.configure(s)
+        log.info("config", "%d keys applied", n)
+        self.hello()
+
+    # -- tasks -------------------------------------------------------------------------
+
+    async def _link_loop(self):
+        i = self.sup.register("link", 2000)
+        while True:
+            try:
+                self.link.service()
+            except Exception as e:
+                log.exc("link", "service", e)
+                await asyncio.sleep_ms(1000)
+            self.sup.beat(i)
+            await asyncio.sleep_ms(_LINK_MS)
+
+    async def _sleep_beating(self, i, ms):
+        # Long waits in 1 s steps so the task keeps showing progress.
+        end = time.ticks_add(time.ticks_ms(), ms)
+        while True:
+            self.sup.beat(i)
+            left = time.ticks_diff(end, time.ticks_ms())
+            if left <= 0:
+                return
+            await asyncio.sleep_ms(min(left, 1000))
+
+    async def _flood_loop(self):
+        i = self.sup.register("flood", 5000)
+        n = self.cfg.get("burst")
+        tofs = [None] * 15
+        while True:
+            try:
+                n = self.cfg.get("burst")
+                self.temp.start()
+                r = self.ranger
+                for k in range(n):
+                    tofs[k] = r.ping() if r is not None else None
+                    self.sup.beat(i)
+                    await asyncio.sleep_ms(_PING_GAP_MS)
+                temp = self.temp.read_cc()
+                self._flag(health.TEMP_FAILED, temp is None)
+                f = self.flood
+                d = f.reading(time.ticks_ms(), tofs, n, temp,
+                              r.MIN_TOF_US if r is not None else 0)
+                self._flag(health.FLOOD_FAILED, d[3] & m.FLAG_INVALID)
+                t = self.clock.t()
+                for a in f.alarms:
+                    self.link.send(m.Alarm, (t, a[0], a[1], a[2], a[3], a[4]), 1)
+                    log.warn("flood", "alarm %d level %d mm depth %d mm", a[0], a[1], a[2])
+                f.alarms.clear()
+                self.link.send(m.Flood, (t, d[0], d[1], d[2], d[3], d[4]))
+                log.info("flood", "depth %d mm range %d mm flags 0x%x q %d mode %d", d[0],
+                         d[1], d[3], d[4], f.mode)
+                wait = f.interval_s() * 1000 - n * _PING_GAP_MS
+            except Exception as e:
+                log.exc("flood", "reading", e)
+                self._flag(health.FLOOD_FAILED, True)
+                wait = 5000
+            await self._sleep_beating(i, max(wait, 100))
+
+    async def _traffic_loop(self):
+        i = self.sup.register("traffic", 3000)
+        tr = self.traffic
+        ma, mb = self.mags
+        a = [0, 0, 0]
+        b = [0, 0, 0]
+        start = time.ticks_ms()
+        t_start = self.clock.t()
+        period = 1000 // self.cfg.get("mag_hz")
+        beat = 0
+        while True:
+            now = time.ticks_ms()
+            ga = self._mag(ma, a, health.MAG_A_FAILED)
+            gb = self._mag(mb, b, health.MAG_B_FAILED)
+            tr.sample(now, a if ga else None, b if gb else None)
+            window = self.cfg.get("traffic_window_s")
+            if time.ticks_diff(now, start) >= window * 1000:
+                c = tr.report(now)
+                self.link.send(m.Traffic, (t_start, window, c[0], c[1], c[2], c[3]))
+                log.info("traffic", "%d vehicles, occupancy %d/1000, speed %s mm/s", c[0],
+                         c[1], c[2])
+                start = now
+                t_start = self.clock.t()
+                period = 1000 // self.cfg.get("mag_hz")
+            beat += 1
+            if beat >= 10:
+                beat = 0
+                self.sup.beat(i)
+            late = time.ticks_diff(time.ticks_ms(), now)
+            await asyncio.sleep_ms(max(period - late, 0))
+
+    def _mag(self, dev, out, bit):
+        if dev is None:
+            self.status |= bit
+            return False
+        try:
+            ok = dev.read_mg(out)
+            self.status &= ~bit
+            return ok
+        except OSError:
+            self.status |= bit
+            return False
+
+    async def _health_loop(self):
+        i = self.sup.register("health", 5000)
+        await self._sleep_beating(i, _FIRST_HEALTH_MS)
+        while True:
+            try:
+                self.send_health()
+            except Exception as e:
+                log.exc("health", "report", e)
+            await self._sleep_beating(i, self.cfg.get("health_s") * 1000)
+
+    def send_health(self):
+        gc.collect()
+        free = gc.mem_free()
+        sup = self.sup
+        sup.heap_min = min(sup.heap_min, free)
+        self._flag(health.CLOCK_UNSYNCED, not self.clock.synced)
+        lk = self.link
+        self.link.send(m.Health, (
+            self.clock.t(), self.clock.uptime_s(), free, sup.heap_min, self.boot.resets,
+            health.battery_mv(self.adc, self.board.BATTERY_DIVIDER), self.store.pending(),
+            self.store.dropped + lk.dropped, lk.counts, self.status))
+
+    async def _watchdog_loop(self):
+        self.sup.start()
+        t0 = time.ticks_ms()
+        while True:
+            self.sup.check()
+            if self.boot.check_stable(time.ticks_diff(time.ticks_ms(), t0)):
+                log.info("boot", "stable in safe mode: resetting to run the full firmware")
+                machine.reset()
+            await asyncio.sleep_ms(1000)
+
+    def _flag(self, bit, on):
+        if on:
+            self.status |= bit
+        else:
+            self.status &= ~bit
+
+    async def main(self):
+        tasks = [self._link_loop(), self._flood_loop(), self._health_loop(),
+                 self._watchdog_loop()]
+        if self.traffic is not None:
+            tasks.append(self._traffic_loop())
+        await asyncio.gather(*tasks)
+
+
+def run():
+    # Entry point from /main.py. Anything that escapes is logged and the node resets (a
+    # software reset counts towards the boot-loop limit that leads to safe mode).
+    try:
+        node = Node()
+        node.start()
+        asyncio.run(node.main())
+    except KeyboardInterrupt:
+        log.warn("node", "interrupted from the console")
+        raise
+    except Exception as e:
+        log.exc("node", "fatal", e)
+        time.sleep_ms(100)
+        machine.reset()
