@@ -86,7 +86,7 @@ def _valid(name, v):
             prev = x
         return ""
     if type(v) is not int or not lo <= v <= hi:
-        return "%s must be an integer %d..%d" % (name, lo, hi)
+        return "%s must be an int %d..%d" % (name, lo, hi)
     return ""
 
 
@@ -116,8 +116,9 @@ class Config:
             self.error = why[:_MAX_TEXT_B]
 
     def update(self, d):
-        # Applies the valid entries of d (name -> value); names the first refusal.
-        for name in d:
+        # Applies the valid entries of d (name -> value); names the first refusal in name
+        # order (dict order differs between interpreters).
+        for name in sorted(d):
             v = d[name]
             why = _valid(name, v)
             if why:
@@ -130,17 +131,18 @@ class Config:
 
     def load(self, path=_PATH):
         # Reads and validates the file. Returns self; check .error.
+        name = path.split("/")[-1]
         try:
             with open(path) as f:
                 d = json.load(f)
         except OSError:
-            self._fail("no " + path)
+            self._fail("no " + name)
             d = {}
         except ValueError:
-            self._fail(path[1:] + " is not JSON")
+            self._fail(name + " is not JSON")
             d = {}
         if not isinstance(d, dict):
-            self._fail(path[1:] + " is not an object")
+            self._fail(name + " is not an object")
             d = {}
         self.update(d)
         if self.values["node"] is None:
@@ -181,7 +183,7 @@ class Config:
         h = hashlib.sha256()
         for k in sorted(self.values):
             if k != "key":
-                h.update(k)
-                h.update(repr(self.values[k]))
-        h.update("keyed" if self.values["key"] else "open")
+                h.update(k.encode())
+                h.update(repr(self.values[k]).encode())
+        h.update(b"keyed" if self.values["key"] else b"open")
         return h.digest()[0:8]
