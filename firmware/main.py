@@ -216,13 +216,15 @@ class Node:
             await asyncio.sleep_ms(max(period - late, 0))
 
     def _mag(self, dev, out, bit):
+        # True if out holds a sample of this sensor (a new one, or the last one when the
+        # sensor had nothing new: it runs at 200 Hz, faster than mag_hz, so that is rare).
         if dev is None:
             self.status |= bit
             return False
         try:
-            ok = dev.read_mg(out)
+            dev.read_mg(out)
             self.status &= ~bit
-            return ok
+            return True
         except OSError:
             self.status |= bit
             return False
