@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+ESP32_STUBS := $(VENV)/esp32-stubs/.installed-stamp
 
 .PHONY: demo test lint bench vectors sizes sysdeps clean
 
@@ -10,6 +11,13 @@ STAMP  := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+# The ESP32 port's stubs live apart from the venv's site-packages: they replace the standard
+# library's stubs, which only the firmware's type check may see.
+$(ESP32_STUBS): $(STAMP)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade \
+	    --target $(VENV)/esp32-stubs 'micropython-esp32-stubs==1.29.*'
 	@touch $@
 
 sysdeps:
@@ -21,9 +29,10 @@ demo: $(STAMP)
 test: $(STAMP) sysdeps
 	$(BIN)/python -m pytest
 
-lint: $(STAMP)
+lint: $(STAMP) $(ESP32_STUBS)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/mypy --config-file firmware/mypy-esp32.ini
 	$(BIN)/python -m mypy.stubtest protocol.errors protocol.link protocol.cbor protocol.mac \
 	    protocol.messages protocol.frame protocol.replay protocol.show
 	$(BIN)/python -m tools.mpy_check --march xtensawin

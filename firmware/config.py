@@ -15,7 +15,7 @@
 try:
     from micropython import const
 except ImportError:
-    def const(x):
+    def const(x):  # type: ignore[misc]  # CPython; the ESP32 has micropython.const
         return x
 
 import binascii
@@ -92,7 +92,7 @@ def _valid(name, v):
 
 class Config:
     def __init__(self):
-        self.values = {}
+        self.values = {}  # type: dict
         for k in _INTS:
             d = _INTS[k][0]
             self.values[k] = list(d) if isinstance(d, list) else d

@@ -14,7 +14,7 @@
 try:
     from micropython import const
 except ImportError:
-    def const(x):
+    def const(x):  # type: ignore[misc]  # CPython; the ESP32 has micropython.const
         return x
 
 import asyncio
@@ -42,9 +42,6 @@ class Node:
         self.sup = health.Supervisor(_WDT_MS)
         self.clock = Clock()
         self.status = 0
-        self.board = None
-        self.flood = None
-        self.traffic = None
 
     # -- boot --------------------------------------------------------------------------
 
@@ -58,14 +55,14 @@ class Node:
         if self.boot.safe:
             self.status |= health.SAFE_MODE
         try:
-            self.board = __import__(cfg.module_name(), None, None, ("NAME",))
+            b = __import__(cfg.module_name(), None, None, ("NAME",))
         except ImportError:
             cfg._fail("board unknown")
             log.error("config", "no board module %s: using the ESP32 DevKitC pin map",
                       cfg.module_name())
-            self.board = __import__("boards.esp32_devkitc", None, None, ("NAME",))
+            b = __import__("boards.esp32_devkitc", None, None, ("NAME",))
             self.status |= health.CONFIG_ERROR
-        b = self.board
+        self.board = b
         node = cfg.get("node")
         if node is None:
             from binascii import crc32
@@ -80,11 +77,10 @@ class Node:
         log.info("node", "node %d boot %d fw %s board %s; %d frames held from earlier boots",
                  node, self.boot.boot, VERSION, b.NAME, held)
         self.hello()
-        self._sensors()
+        self._sensors(b)
 
-    def _sensors(self):
+    def _sensors(self, b):
         from firmware import flood, ranger
-        b = self.board
         s = self.cfg.settings()
         self.flood = flood.Flood(s)
         try:
@@ -93,12 +89,14 @@ class Node:
             log.exc("flood", "ranger", e)
             self.ranger = None
         self.temp = ranger.AirTemp(b.ONEWIRE_PIN)
+        adc = None
         try:
-            self.adc = machine.ADC(machine.Pin(b.BATTERY_ADC))
-            self.adc.atten(machine.ADC.ATTN_11DB)
+            adc = machine.ADC(machine.Pin(b.BATTERY_ADC))
+            adc.atten(machine.ADC.ATTN_11DB)
         except Exception as e:
             log.exc("health", "battery adc", e)
-            self.adc = None
+        self.adc = adc
+        self.traffic = None
         if s["traffic"] and not self.boot.safe:
             from firmware import qmc5883l, traffic
             self.mags = qmc5883l.make_magnetometers(b)
@@ -184,9 +182,8 @@ class Node:
                 wait = 5000
             await self._sleep_beating(i, max(wait, 100))
 
-    async def _traffic_loop(self):
+    async def _traffic_loop(self, tr):
         i = self.sup.register("traffic", 3000)
-        tr = self.traffic
         ma, mb = self.mags
         a = [0, 0, 0]
         b = [0, 0, 0]
@@ -271,7 +268,7 @@ class Node:
         tasks = [self._link_loop(), self._flood_loop(), self._health_loop(),
                  self._watchdog_loop()]
         if self.traffic is not None:
-            tasks.append(self._traffic_loop())
+            tasks.append(self._traffic_loop(self.traffic))
         await asyncio.gather(*tasks)
 
 

@@ -18,18 +18,12 @@
 try:
     from micropython import const
 except ImportError:
-    def const(x):
+    def const(x):  # type: ignore[misc]  # CPython; the ESP32 has micropython.const
         return x
 
-try:
-    import machine
-except ImportError:         # CPython running the shared tests: they install a fake
-    machine = None
-try:
-    from time import sleep_ms
-except ImportError:         # CPython running the shared tests
-    def sleep_ms(ms):
-        pass
+from time import sleep_ms
+
+import machine
 
 _ADDR = const(0x0D)
 _REG_DATA = const(0x00)

@@ -16,34 +16,20 @@
 try:
     from micropython import const
 except ImportError:
-    def const(x):
+    def const(x):  # type: ignore[misc]  # CPython; the ESP32 has micropython.const
         return x
 
 import math
+from time import sleep_us, ticks_diff, ticks_ms
 
-try:
-    import machine
-except ImportError:         # CPython running the shared tests: they install a fake
-    machine = None
+import machine
+
 try:
     import ds18x20
     import onewire
-except ImportError:         # the unix port and CPython lack both: no temperature
-    onewire = None
-    ds18x20 = None
-try:
-    from time import sleep_us, ticks_diff, ticks_ms
-except ImportError:         # CPython running the shared tests
-    from time import monotonic as _monotonic
-
-    def sleep_us(us):
-        pass
-
-    def ticks_ms():
-        return int(_monotonic() * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
+except ImportError:         # the bare unix port lacks both (the emulated board has them)
+    onewire = None  # type: ignore[assignment]
+    ds18x20 = None  # type: ignore[assignment]
 
 # JSN-SR04T: a 10 us trigger; the echo stays high for the round trip, about 38 ms when
 # nothing comes back. 35 ms is 6.0 m at 20 C, already beyond its 25-600 cm range.
@@ -165,13 +151,15 @@ class AirTemp:
     def __init__(self, pin_no):
         self._rom = None
         self._scanned = False
-        self._scan_ms = 0
+        self._scan_ms = ticks_ms()
         self._fails = 0
         self._pending = False
+        ds = None
         try:
-            self._ds = ds18x20.DS18X20(onewire.OneWire(machine.Pin(pin_no)))
+            ds = ds18x20.DS18X20(onewire.OneWire(machine.Pin(pin_no)))
         except Exception:       # no driver or no such pin
-            self._ds = None
+            pass
+        self._ds = ds
 
     def start(self):
         # True when a conversion was started. An absent sensor is looked for again at most
@@ -203,11 +191,12 @@ class AirTemp:
         # The conversion start() began, in hundredths of C; None if none was started, on a
         # bus or CRC error, out of range, or 85.00 C: the power-on scratchpad value, which
         # also comes back after a brown-out reset of the sensor (shaded air never gets there).
-        if not self._pending:
+        ds = self._ds
+        if not self._pending or ds is None:
             return None
         self._pending = False
         try:
-            t = self._ds.read_temp(self._rom)
+            t = ds.read_temp(self._rom)
             cc = None if t is None else round(t * 100)
         except Exception:       # "CRC error", OneWireError
             cc = None

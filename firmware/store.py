@@ -28,7 +28,7 @@
 try:
     from micropython import const
 except ImportError:
-    def const(x):
+    def const(x):  # type: ignore[misc]  # CPython; the ESP32 has micropython.const
         return x
 
 import os
@@ -128,6 +128,8 @@ class Store:
         struct.pack_into(_HDR, h, 0, ln, prio, 0, boot, seq, 0)
         struct.pack_into("<I", h, 12, crc32(data, crc32(memoryview(h)[0:12])))
         f = self._f
+        if f is None:           # _start() opened it; this only tells the type checker
+            raise OSError(5)
         f.write(h)
         f.write(data)
         f.flush()                # LittleFS: the record is on flash when flush returns
@@ -212,7 +214,7 @@ class Store:
     def unacked(self, limit, skip):
         # Up to `limit` unacknowledged records, oldest first, as (boot, seq, seg no, offset,
         # length), leaving out those for which skip(boot, seq) is true. Reads headers only.
-        out = []
+        out = []  # type: list
         h = self._hdr
         for seg in self.segs:
             if len(out) >= limit:

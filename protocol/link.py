@@ -14,7 +14,7 @@
 try:
     from micropython import const
 except ImportError:
-    def const(x):
+    def const(x):  # type: ignore[misc]  # CPython; the ESP32 has micropython.const
         return x
 
 from binascii import crc32

@@ -14,7 +14,7 @@
 try:
     from micropython import const
 except ImportError:
-    def const(x):
+    def const(x):  # type: ignore[misc]  # CPython; the ESP32 has micropython.const
         return x
 
 from protocol.cbor import Reader, Writer
@@ -84,8 +84,8 @@ class Message:
     TYPE = 0
     NAME = ""
     UPLINK = True
-    FIELDS = ()
-    KINDS = ()
+    FIELDS = ()  # type: tuple
+    KINDS = ()  # type: tuple
 
     def __init__(self, node, boot, seq, *body, **named):
         self.node = node

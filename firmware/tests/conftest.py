@@ -1,9 +1,13 @@
-"""CPython only: the few MicroPython `time` functions the firmware uses, for the shared tests.
+"""CPython only: what MicroPython has built in that the firmware's shared tests need.
 
-On MicroPython they are built in; the emulated board's stand-in adds the virtual clock.
+The few `time` functions the firmware uses, and an empty `machine` module so that drivers
+import; each test hands the drivers its own bus and pin objects. On MicroPython these are
+built in; the emulated board's stand-ins add the virtual clock and the modelled hardware.
 """
 
+import sys
 import time
+import types
 
 _PERIOD = 1 << 30       # MicroPython's ticks wrap at 2**30 on every port
 
@@ -28,7 +32,14 @@ def _sleep_ms(ms: int) -> None:
     time.sleep(ms / 1000)
 
 
+def _sleep_us(us: int) -> None:
+    time.sleep(us / 1_000_000)
+
+
 for _name, _fn in (("ticks_ms", _ticks_ms), ("ticks_us", _ticks_us), ("ticks_add", _ticks_add),
-                   ("ticks_diff", _ticks_diff), ("sleep_ms", _sleep_ms)):
+                   ("ticks_diff", _ticks_diff), ("sleep_ms", _sleep_ms),
+                   ("sleep_us", _sleep_us)):
     if not hasattr(time, _name):
         setattr(time, _name, _fn)
+
+sys.modules.setdefault("machine", types.ModuleType("machine"))

@@ -9,9 +9,8 @@ therefore ask for more heap with a line `# upy-heap: 160k`, saying why; the emul
 scenario tests hold the whole firmware to the 64 KB budget.
 """
 
-import re
-
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
