@@ -290,7 +290,8 @@ class Flood:
                     flags |= FLAG_BLIP
                     rep = acc
                     accepted = False
-                elif (confirmed and c is not None and acc == 0 and c > 0 and abs(d - c) <= _BOX_TOL_MM
+                elif (confirmed and c is not None and acc == 0 and c > 0
+                      and abs(d - c) <= _BOX_TOL_MM
                       and 4 * _ums(abs(d - c), _dt(now, self._cand_t))
                       < _ums(c, _dt(self._cand_t, self._acc_t))):
                     self._box = d
