@@ -138,7 +138,10 @@ class Supervisor:
         self.wdt = machine.WDT(timeout=self.timeout_ms)
 
     def check(self):
-        # Once a second: heap low-water mark, then feed only if no task is stalled.
+        # Once a second: heap low-water mark of live data (after a collection, so garbage
+        # that the next automatic collection would free does not count), then feed only if
+        # no task is stalled.
+        gc.collect()
         free = gc.mem_free()
         self.heap_min = min(self.heap_min, free)
         now = time.ticks_ms()

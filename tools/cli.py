@@ -2,11 +2,13 @@
 
     roadside demo                         the wire protocol live over a pty
     roadside decode 21d18443a1...00       decode frames given as hex (or - for stdin)
+    roadside emulate --scenario F.toml    the real firmware on an emulated board
 """
 
 import argparse
 import sys
 
+from hil_tests.emulator import run as emulate
 from protocol import frame, link, show
 from protocol.errors import ProtocolError
 from tools import demo
@@ -63,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keys", help="keys file: lines of `NODE HEX-KEY` (tags are verified)")
     p.add_argument("--downlink", action="store_true", help="frames travel gateway -> node")
     p.set_defaults(func=command_decode)
+    p = sub.add_parser("emulate", help="run the real firmware on an emulated board driven by a "
+                       "scenario; prints the serial port a gateway opens")
+    emulate.add_arguments(p)
+    p.set_defaults(func=emulate.command)
     return ap
 
 

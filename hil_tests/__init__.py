@@ -1,0 +1,1 @@
+# Hardware-in-the-loop suite and the emulated board (see README.md).

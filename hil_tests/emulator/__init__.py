@@ -1,0 +1,1 @@
+# The emulated board: world model, scenarios, supervisor (host) and device stand-ins.
