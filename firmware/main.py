@@ -32,6 +32,9 @@ _LINK_MS = const(20)
 _PING_GAP_MS = const(150)       # FloodNet: pings 150 ms apart (field.md)
 _WDT_MS = const(8000)
 _FIRST_HEALTH_MS = const(10000)
+# Without a fresh DS18B20 reading the last one is used for this long, then 20 C: 20 C at
+# 35 C air is 78 mm off at 3 m (field.md); the last reading is off by what the air changed.
+_TEMP_STALE_MS = const(1800000)
 
 
 class Node:
@@ -42,6 +45,8 @@ class Node:
         self.sup = health.Supervisor(_WDT_MS)
         self.clock = Clock()
         self.status = 0
+        self._temp = None
+        self._temp_ms = time.ticks_ms()
 
     # -- boot --------------------------------------------------------------------------
 
@@ -163,9 +168,19 @@ class Node:
                     await asyncio.sleep_ms(_PING_GAP_MS)
                 temp = self.temp.read_cc()
                 self._flag(health.TEMP_FAILED, temp is None)
+                now = time.ticks_ms()
+                stale = False
+                if temp is not None:
+                    self._temp = temp
+                    self._temp_ms = now
+                elif self._temp is not None and \
+                        time.ticks_diff(now, self._temp_ms) < _TEMP_STALE_MS:
+                    temp = self._temp       # air temperature changes slowly: keep the last
+                    stale = True
                 f = self.flood
-                d = f.reading(time.ticks_ms(), tofs, n, temp,
-                              r.MIN_TOF_US if r is not None else 0)
+                d = f.reading(now, tofs, n, temp, r.MIN_TOF_US if r is not None else 0)
+                if stale:
+                    d = (d[0], d[1], d[2], d[3] | m.FLAG_NOTEMP, d[4])
                 self._flag(health.FLOOD_FAILED, d[3] & m.FLAG_INVALID)
                 t = self.clock.t()
                 for a in f.alarms:
@@ -188,7 +203,6 @@ class Node:
         a = [0, 0, 0]
         b = [0, 0, 0]
         start = time.ticks_ms()
-        t_start = self.clock.t()
         period = 1000 // self.cfg.get("mag_hz")
         beat = 0
         while True:
@@ -199,11 +213,13 @@ class Node:
             window = self.cfg.get("traffic_window_s")
             if time.ticks_diff(now, start) >= window * 1000:
                 c = tr.report(now)
+                # The window's start in node time, read now: right even if the clock was
+                # set during the window (the first window after a boot).
+                t_start = max(0, self.clock.t() - time.ticks_diff(now, start) // 1000)
                 self.link.send(m.Traffic, (t_start, window, c[0], c[1], c[2], c[3]))
                 log.info("traffic", "%d vehicles, occupancy %d/1000, speed %s mm/s", c[0],
                          c[1], c[2])
                 start = now
-                t_start = self.clock.t()
                 period = 1000 // self.cfg.get("mag_hz")
             beat += 1
             if beat >= 10:

@@ -61,7 +61,7 @@ FLAG_SHORT = const(0x010)      # <= 2 wet samples between dry ones
 FLAG_ZERO = const(0x020)       # sensor reads 0: electrical fault
 FLAG_MINRANGE = const(0x040)   # reads its minimum range: obstruction in the dead zone
 FLAG_NOECHO = const(0x080)     # reads no echo (max range): weeds, dirt, tilt
-FLAG_NOTEMP = const(0x100)     # no air temperature: speed of sound at 20 C assumed
+FLAG_NOTEMP = const(0x100)     # no air temperature now: the last one (30 min) or 20 C used
 FLAG_INVALID = const(0x200)    # no usable depth this interval (depth field is 0)
 
 # Alarm kinds

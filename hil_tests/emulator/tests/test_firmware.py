@@ -171,3 +171,47 @@ def test_power_cuts_and_a_watchdog_bite_lose_no_pending_frame(tmp_path: Path) ->
     health = [r.msg for r in got if isinstance(r.msg, m.Health)]
     assert all(h.dropped == 0 for h in health)
     assert health[-1].resets[1] == 4 and health[-1].resets[3] == 1, health[-1].resets
+
+
+def test_sensor_faults_are_flagged_and_never_stop_the_node(tmp_path: Path) -> None:
+    """Each ranger fault sets its own flag, a lost DS18B20 sets notemp, a bad config key is
+    named in the hello, a power cut reboots, and the other sensors keep reporting."""
+    sc = load_scenario(SCENARIOS / "faults.toml")
+    with _node(sc, 20.0, tmp_path, dry_s=10, lead_s="soon") as (board, bench, world):
+        board.wait_until_ms(sc.duration_s * 1000.0, timeout_s=120)
+        got = list(bench.received)
+        causes = board.boots_by_cause
+    assert causes == {1: 2}, causes                       # power-on, then the power cut
+    hellos = [r.msg for r in got if isinstance(r.msg, m.Hello)]
+    assert [h.reset_cause for h in hellos] == [1, 1]
+    assert all(h.cfg_error.startswith("lead_s must be") for h in hellos), hellos
+    faults = m.FLAG_NOECHO | m.FLAG_MINRANGE | m.FLAG_ZERO
+    windows = [(60, 90, m.FLAG_NOECHO), (150, 180, m.FLAG_MINRANGE), (240, 270, m.FLAG_ZERO)]
+    seen = dict.fromkeys((flag for _, _, flag in windows), 0)
+    notemp = 0
+    for f in _synced(got, m.Flood):
+        s = _scenario_s(world, f.t)
+        inside = [flag for t0, t1, flag in windows if t0 + 1.5 <= s <= t1]
+        near = [flag for t0, t1, flag in windows if t0 - 2 <= s <= t1 + 2]
+        if inside:
+            assert f.flags & faults == inside[0] and f.flags & m.FLAG_INVALID, (s, hex(f.flags))
+            assert f.depth_mm == 0
+            seen[inside[0]] += 1
+        elif not near:
+            assert f.flags & faults == 0, (s, hex(f.flags))
+            assert f.q == 7
+            assert abs(f.depth_mm) <= 5, (s, f.depth_mm)
+        if 332 <= s <= 389:
+            # The DS18B20 is gone: the last temperature it gave stands in (flag notemp).
+            assert f.flags & m.FLAG_NOTEMP and f.temp_cc is not None, (s, f.temp_cc)
+            assert abs(f.temp_cc / 100 - world.air_temp_c(s)) <= 0.5
+            notemp += 1
+        elif s < 325 or s > 455:    # the sensor is looked for again at most once a minute
+            assert f.temp_cc is not None and not f.flags & m.FLAG_NOTEMP, (s, hex(f.flags))
+            assert abs(f.temp_cc / 100 - world.air_temp_c(s)) <= 0.1
+    assert min(seen.values()) >= 2 and notemp >= 4, (seen, notemp)
+    counted = sum(w.count for w in _synced(got, m.Traffic))
+    assert counted == 2, [(w.t, w.count) for w in _synced(got, m.Traffic)]
+    health = _synced(got, m.Health)
+    assert health and all(h.battery_mv is not None and abs(h.battery_mv - 3700) <= 5
+                          for h in health)
