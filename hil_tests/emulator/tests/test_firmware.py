@@ -215,3 +215,29 @@ def test_sensor_faults_are_flagged_and_never_stop_the_node(tmp_path: Path) -> No
     health = _synced(got, m.Health)
     assert health and all(h.battery_mv is not None and abs(h.battery_mv - 3700) <= 5
                           for h in health)
+
+
+def test_watchdog_boot_loop_leads_to_safe_mode_and_power_clears_it(tmp_path: Path) -> None:
+    """Three early watchdog resets in a row (counted in RTC memory) boot into safe mode:
+    flood, link and health only. A power cut clears RTC memory and the loop count."""
+    sc = load_scenario(SCENARIOS / "rush_hour.toml")
+    with _node(sc, 20.0, tmp_path, health_s=10) as (board, bench, _world):
+        for n in range(2, 5):                       # boots 2, 3, 4 follow watchdog bites
+            board.wait_for(rf"boot: boot {n - 1},", timeout_s=30)
+            board.wait_until_ms(board.now_ms() + 5_000, timeout_s=30)
+            pid = board.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGSTOP)
+            board.wait_boots(n, timeout_s=30)
+        board.wait_for(r"boot: boot 4, reset cause 3, early resets 3, SAFE MODE", timeout_s=30)
+        board.wait_until_ms(board.now_ms() + 75_000, timeout_s=60)
+        board.powercut(off_s=1.0)
+        board.wait_for(r"boot: boot 5, reset cause 1, early resets 0$", timeout_s=30)
+        board.wait_until_ms(board.now_ms() + 75_000, timeout_s=60)
+        got = list(bench.received)
+    health = {h.boot: h for h in (r.msg for r in got) if isinstance(h, m.Health)}
+    assert health[4].status & 0x01 and not health[5].status & 0x01     # SAFE_MODE bit
+    assert health[5].resets[3] == 3 and health[5].resets[1] == 2
+    traffic_boots = {r.msg.boot for r in got if isinstance(r.msg, m.Traffic)}
+    assert 4 not in traffic_boots and 5 in traffic_boots
+    assert any(isinstance(r.msg, m.Flood) and r.msg.boot == 4 for r in got)
