@@ -162,10 +162,14 @@ class Node:
                 n = self.cfg.get("burst")
                 self.temp.start()
                 r = self.ranger
+                gap = r.GAP_MS if r is not None else _PING_GAP_MS
+                if r is not None:
+                    r.begin()
+                    await asyncio.sleep_ms(gap)
                 for k in range(n):
                     tofs[k] = r.ping() if r is not None else None
                     self.sup.beat(i)
-                    await asyncio.sleep_ms(_PING_GAP_MS)
+                    await asyncio.sleep_ms(gap)
                 temp = self.temp.read_cc()
                 self._flag(health.TEMP_FAILED, temp is None)
                 now = time.ticks_ms()
@@ -190,7 +194,7 @@ class Node:
                 self.link.send(m.Flood, (t, d[0], d[1], d[2], d[3], d[4]))
                 log.info("flood", "depth %d mm range %d mm flags 0x%x q %d mode %d", d[0],
                          d[1], d[3], d[4], f.mode)
-                wait = f.interval_s() * 1000 - n * _PING_GAP_MS
+                wait = f.interval_s() * 1000 - n * gap
             except Exception as e:
                 log.exc("flood", "reading", e)
                 self._flag(health.FLOOD_FAILED, True)

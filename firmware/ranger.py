@@ -68,6 +68,11 @@ class SR04T:
     # JSN-SR04T (or AJ-SR04M) in trigger/echo mode. The echo is 5 V: divide it to 3.3 V.
     NAME = "sr04t"
     MIN_TOF_US = 1457       # 250 mm at 20 C: 2 * 250 / 343.21 mm per ms
+    GAP_MS = 150            # between pings of a burst (FloodNet: 150 ms)
+
+    def begin(self):
+        # Before a burst: nothing to do, each ping triggers its own measurement.
+        pass
 
     def __init__(self, trig_pin_no, echo_pin_no):
         pin = machine.Pin
@@ -96,6 +101,7 @@ class MB7389:
     # Only RX is wired; MicroPython may still route the UART's default TX pin (see the boards).
     NAME = "mb7389"
     MIN_TOF_US = 1747       # its minimum reading, 300 mm, at its 343.4 m/s
+    GAP_MS = 170            # it reads 6-7 times a second: each ping waits for a fresh one
 
     def __init__(self, uart_id, rx_pin_no):
         self._uart = machine.UART(uart_id, baudrate=_MB_BAUD, rx=rx_pin_no, rxbuf=256,
@@ -103,6 +109,14 @@ class MB7389:
         self._buf = bytearray(_MB_CHUNK_B)
         self._ndig = -1         # digits seen since an 'R'; -1 outside a reading
         self._acc = 0           # their value so far (a line may straddle two pings)
+
+    def begin(self):
+        # Before a burst: throw away what waited in the receive buffer. After a sleep longer
+        # than the buffer holds (256 B = 42 readings = 6 s) the UART has dropped the newest
+        # bytes, not the oldest: what is left is stale and would be the burst's first ping.
+        while self._uart.readinto(self._buf):
+            pass
+        self._ndig = -1
 
     def ping(self):
         # The tof of the newest complete "R####\r" received since the last call, or None.

@@ -217,6 +217,15 @@ def test_mb7389_keeps_the_newest_of_many_readings():
     assert uart.pos == len(backlog)
 
 
+def test_mb7389_begin_discards_the_stale_backlog_and_half_lines():
+    """begin() drops what waited in the buffer (stale after a sleep), half a line included."""
+    mb, uart = _mb(b"R1000\rR1001\rR10")
+    mb.begin()
+    assert mb.ping() is None
+    uart.feed(b"02\rR2000\r")            # the tail of the dropped line is not a reading
+    assert mb.ping() == (2000 * 20000 + 1717) // 3434
+
+
 def test_mb7389_skips_garbage_banner_and_malformed_lines():
     """The power-on banner, noise bytes, 3- and 5-digit numbers and bare CRs are ignored."""
     noise = (b"HRXL-MaxSonar-WRMT\rPN:MB7389\rCopyright 2011-2012\rMaxBotix Inc.\r"

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
+
 from hil_tests.bench import BenchGateway, Received
 from hil_tests.emulator.run import node_config
 from hil_tests.emulator.scenario import Scenario, load_scenario
@@ -32,14 +34,15 @@ _EDGE_S = 1.2
 
 
 @contextmanager
-def _node(scenario: Scenario, scale: float, tmp_path: Path,
+def _node(scenario: Scenario, scale: float, tmp_path: Path, board_name: str = "emulated",
           **config: object) -> Iterator[tuple[Board, BenchGateway, World]]:
     """A keyed, provisioned node on an emulated board and the bench peer on its link."""
-    cfg = node_config(scenario, NODE, "emulated", KEY)
+    cfg = node_config(scenario, NODE, board_name, KEY)
     cfg.update(config)
     world = World(scenario)
     start_ms = scenario.start_utc.timestamp() * 1000.0
-    with Board(world, cfg, time_scale=scale, state_dir=tmp_path / "board") as board, \
+    with Board(world, cfg, time_scale=scale, state_dir=tmp_path / "board",
+               board=board_name) as board, \
             BenchGateway(board.host_port, keys={NODE: KEY}, clock_ms=board.now_ms,
                          utc_ms=lambda: int(start_ms + board.now_ms())) as bench:
         try:
@@ -60,12 +63,16 @@ def _synced(received: list[Received], kind: type[M]) -> list[M]:
             if isinstance(r.msg, kind) and getattr(r.msg, "t", 0) >= m.UNIX_MIN]
 
 
-def test_flash_flood_depths_and_alarms_follow_the_water(tmp_path: Path) -> None:
-    """Depths within 5 mm of the modelled water; alarms at the modelled crossing times."""
+@pytest.mark.parametrize("board_name", ["emulated", "esp32s3-devkitc1"])
+def test_flash_flood_depths_and_alarms_follow_the_water(tmp_path: Path, board_name: str) -> None:
+    """Depths within 5 mm of the modelled water; alarms at the modelled crossing times.
+
+    The emulated board has a JSN-SR04T on trigger/echo, the S3 DevKitC pin map an MB7389 on
+    a UART."""
     sc = load_scenario(SCENARIOS / "flash_flood.toml")
     # A street that floods in minutes is read every minute when dry (the default, 5 min,
     # suits a storm drain); the first level is crossed before a rate can be known.
-    with _node(sc, 40.0, tmp_path, traffic=0, levels_mm=[76, 200], dry_s=60) \
+    with _node(sc, 40.0, tmp_path, board_name, traffic=0, levels_mm=[76, 200], dry_s=60) \
             as (board, bench, world):
         board.wait_until_ms(sc.duration_s * 1000.0, timeout_s=120)
         got = list(bench.received)
