@@ -12,25 +12,17 @@ scenario tests hold the whole firmware to the 64 KB budget.
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from protocol.tests.test_on_micropython import _tool
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 HEAP = "64k"
 SHARED = sorted(p.stem for p in HERE.glob("test_*.py")
                 if not p.stem.startswith("test_host_") and p.stem != "test_on_micropython")
-
-
-def _tool(name: str) -> Path:
-    # In a venv the commands sit next to the interpreter; PATH is not relied upon.
-    exe = Path(sys.executable).parent / name
-    if not exe.exists():
-        pytest.fail(f"{name} not found next to {sys.executable}; run `make test` or "
-                    f"`.venv/bin/pip install -e '.[dev]'` to install it")
-    return exe
 
 
 @pytest.fixture(scope="session")
