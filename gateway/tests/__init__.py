@@ -1,0 +1,1 @@
+# Tests of the gateway, one module per gateway module.
