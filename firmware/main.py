@@ -155,7 +155,6 @@ class Node:
 
     async def _flood_loop(self):
         i = self.sup.register("flood", 5000)
-        n = self.cfg.get("burst")
         tofs = [None] * 15
         while True:
             try:
