@@ -37,12 +37,14 @@ class BenchGateway:
     def __init__(self, port: str, *, keys: Mapping[int, bytes] | None = None,
                  clock_ms: Callable[[], float] = lambda: time.time() * 1000.0,
                  utc_ms: Callable[[], int] | None = None, baudrate: int = 115200,
-                 ack: bool = True) -> None:
+                 ack: bool = True,
+                 on_accept: Callable[[Received], None] | None = None) -> None:
         self.port = port
         self.ring = frame.KeyRing(dict(keys or {}), open_nodes=not keys)
         self.clock_ms = clock_ms
         self.utc_ms = utc_ms or (lambda: int(time.time() * 1000))
         self.ack = ack
+        self.on_accept = on_accept
         self.received: list[Received] = []
         self.refused: Counter[str] = Counter()
         self.duplicates = 0
@@ -141,12 +143,15 @@ class BenchGateway:
             fresh = True
         except ProtocolError:
             fresh = False           # a retransmission we already hold: ack it again
+        got = Received(msg, self.clock_ms())
         with self._lock:
             if fresh:
-                self.received.append(Received(msg, self.clock_ms()))
+                self.received.append(got)
             else:
                 self.duplicates += 1
             self._lock.notify_all()
+        if fresh and self.on_accept is not None:
+            self.on_accept(got)
         if not self.ack:
             return
         floor, sack = self.guard.ack(node, msg.boot)

@@ -10,14 +10,18 @@ tools/cli.py wires the verb with `add_arguments` and `command`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import TextIO
 
+from hil_tests.bench import BenchGateway, Received
 from hil_tests.emulator.scenario import Scenario, ScenarioError, load_scenario
 from hil_tests.emulator.supervisor import CAUSES, Board, BoardError
+from protocol import show
 
 
 def node_config(scenario: Scenario, node_id: int, board: str,
@@ -45,7 +49,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def emulate(  # noqa: PLR0917 - the signature tools/cli.py calls
         scenario: Path, node_id: int, time_scale: float, board: str, key: bytes | None,
-        state_dir: Path | None, out: TextIO | None = None) -> int:
+        state_dir: Path | None, out: TextIO | None = None, ack: bool = False) -> int:
     """Runs the scenario on one emulated board; 0 at its end, 1 if the board died, 130 on ^C.
 
     SIGTERM stops it like Ctrl-C (the board's process group is killed either way).
@@ -55,15 +59,28 @@ def emulate(  # noqa: PLR0917 - the signature tools/cli.py calls
         previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
             return _emulate(scenario, node_id=node_id, time_scale=time_scale, board=board,
-                            key=key, state_dir=state_dir, out=out)
+                            key=key, state_dir=state_dir, out=out, ack=ack)
         finally:
             signal.signal(signal.SIGTERM, previous)
     return _emulate(scenario, node_id=node_id, time_scale=time_scale, board=board, key=key,
-                    state_dir=state_dir, out=out)
+                    state_dir=state_dir, out=out, ack=ack)
+
+
+def _bench(emu: Board, scen: Scenario, node_id: int, key: bytes | None,
+           out: TextIO) -> BenchGateway:
+    """The bench peer on the board's link, printing each accepted message as it arrives."""
+    start_ms = scen.start_utc.timestamp() * 1000.0
+
+    def show_one(got: Received) -> None:
+        print(f"[{got.at_ms / 1000.0:10.3f}] << {show.describe(got.msg)}", file=out, flush=True)
+
+    return BenchGateway(emu.host_port, keys={node_id: key} if key else None,
+                        clock_ms=emu.now_ms, utc_ms=lambda: int(start_ms + emu.now_ms()),
+                        on_accept=show_one)
 
 
 def _emulate(scenario: Path, *, node_id: int, time_scale: float, board: str,
-             key: bytes | None, state_dir: Path | None, out: TextIO) -> int:
+             key: bytes | None, state_dir: Path | None, out: TextIO, ack: bool) -> int:
     try:
         scen = load_scenario(scenario)
     except ScenarioError as exc:
@@ -77,8 +94,14 @@ def _emulate(scenario: Path, *, node_id: int, time_scale: float, board: str,
         print(f"serial: {emu.host_port}", file=out, flush=True)
         print(f"emulate: {scen.name}, {scen.duration_s:g} s at {time_scale:g}x, node "
               f"{node_id}, state in {emu.state_dir}", file=sys.stderr, flush=True)
-        emu.start()
-        emu.wait_until_ms(scen.duration_s * 1000.0)
+        with contextlib.ExitStack() as stack:
+            bench = stack.enter_context(_bench(emu, scen, node_id, key, out)) if ack else None
+            emu.start()
+            emu.wait_until_ms(scen.duration_s * 1000.0)
+            if bench is not None:
+                kinds = Counter(r.msg.NAME for r in bench.received)
+                print(f"emulate: bench accepted {dict(kinds)}, refused {dict(bench.refused)}, "
+                      f"duplicates {bench.duplicates}", file=sys.stderr, flush=True)
         print(f"emulate: scenario ended at {scen.duration_s:g} s; {_summary(emu)}",
               file=sys.stderr, flush=True)
         return 0
@@ -113,6 +136,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: an open node, no key)")
     parser.add_argument("--state-dir", type=Path,
                         help="keep flash, RTC and console.log here (default: a temporary dir)")
+    parser.add_argument("--ack", action="store_true",
+                        help="attach a bench peer that decodes, acknowledges and time-syncs "
+                             "the node and prints each message (no gateway needed)")
 
 
 def _read_key(path: Path | None) -> bytes | None:
@@ -138,7 +164,7 @@ def command(args: argparse.Namespace) -> int:
         print(f"roadside emulate: {exc}", file=sys.stderr)
         return 1
     return emulate(args.scenario, args.node_id, args.time_scale, args.board, key,
-                   args.state_dir)
+                   args.state_dir, ack=args.ack)
 
 
 def main(argv: list[str] | None = None) -> int:
