@@ -61,7 +61,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from gateway import config
+from gateway import backoff, config
 from gateway.store import ALARM, Record
 
 log = logging.getLogger(__name__)
@@ -419,8 +419,8 @@ class Batcher:
 
     def _backoff(self) -> None:
         self._fails += 1
-        base = min(self._backoff_max_s, self._backoff_min_s * 2 ** min(self._fails - 1, 30))
-        delay = base * (0.5 + 0.5 * self._rand())
+        delay = backoff.delay(self._fails - 1, self._backoff_min_s, self._backoff_max_s,
+                              self._rand())
         until = asyncio.get_running_loop().time() + delay
         if until > self._backoff_until:
             self._backoff_until = until

@@ -42,6 +42,7 @@ from types import TracebackType
 
 import serial
 
+from gateway import backoff
 from gateway.config import SerialPort
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,7 @@ def reopen_delay(attempt: int, min_s: float, max_s: float, rng: random.Random) -
     Exponential from min_s, capped at max_s, with equal jitter: uniform in [base/2, base], so
     ports (and gateways) that lost power together do not retry in lockstep.
     """
-    base = min(max_s, min_s * 2.0 ** min(attempt, 64))
-    return rng.uniform(base / 2.0, base)
+    return backoff.delay(attempt, min_s, max_s, rng.random())
 
 
 @dataclass
