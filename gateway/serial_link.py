@@ -2,7 +2,8 @@
 
 `SerialLink.run()` is a long-running task (`name=link.task_name`, "gateway.serial:<path>"):
 open the port, pass every chunk read to `on_data(path, data)` (an async callable, or an
-`asyncio.Queue` of (path, data)), and when the port goes away wait a capped, jittered
+`asyncio.Queue` of (path, data)), call `on_open(path)` after each open (the deframer drops
+the partial frame of the old connection), and when the port goes away wait a capped, jittered
 exponential delay (`reopen_delay`) and open it again, forever. `write()` sends acks and
 downlinks. `async with SerialLink(...)` runs the task itself and stops it on exit.
 
@@ -88,13 +89,15 @@ class SerialLink:
 
     def __init__(self, port: SerialPort, reopen_min_s: float, reopen_max_s: float,
                  on_data: OnData, *, max_out_b: int = MAX_OUT_B, probe_s: float = PROBE_S,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 on_open: Callable[[str], None] | None = None) -> None:
         self.port = port
         self.path = port.path
         self.reopen_min_s = reopen_min_s
         self.reopen_max_s = max(reopen_min_s, reopen_max_s)
         self.stats = LinkStats()
         self._on_data = on_data
+        self._on_open = on_open
         self._max_out_b = max_out_b
         self._probe_s = probe_s
         self._rng = rng or random.Random()
@@ -181,6 +184,8 @@ class SerialLink:
         self.stats.opens += 1
         self._opened.set()
         log.info("serial %s: open at %d baud", self.path, self.port.baudrate)
+        if self._on_open is not None:
+            self._on_open(self.path)
 
     def _open_blocking(self) -> serial.Serial:
         ser = serial.serial_for_url(self.path, baudrate=self.port.baudrate, timeout=0,

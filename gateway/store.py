@@ -363,13 +363,26 @@ class Store:
             if alarms_first
             else ["ORDER BY id"]
         )
+        return self._take(queries, (), limit_count, limit_bytes)
+
+    def take_since(self, limit_count: int, limit_bytes: int, since_ms: int) -> list[Record]:
+        """Like `take`, but only routine records received at or after since_ms, oldest first.
+
+        The batcher's live turn while a backlog drains (batcher.py: `take_since`).
+        """
+        return self._take(
+            ["WHERE priority = 0 AND received_ms >= ? ORDER BY priority, received_ms"],
+            (since_ms,), limit_count, limit_bytes)
+
+    def _take(self, queries: list[str], args: tuple[int, ...], limit_count: int,
+              limit_bytes: int) -> list[Record]:
         out: list[Record] = []
         size = 0
         full = limit_count <= 0
         for where in queries:
             if full:
                 break
-            with closing(self._db.execute("SELECT * FROM frames " + where)) as cur:
+            with closing(self._db.execute("SELECT * FROM frames " + where, args)) as cur:
                 for row in cur:
                     if row[0] in self._inflight:
                         continue
@@ -385,6 +398,10 @@ class Store:
                         break
         self._inflight.update(r.id for r in out)
         return out
+
+    def ack_state(self, node: int, boot: int) -> tuple[int, int]:
+        """(floor, sack) of every seq of (node, boot) ever stored: what an ack says (SPEC 9.2)."""
+        return self._seen.ack(node, boot)
 
     def release(self, ids: Iterable[int]) -> None:
         """Give records back (publishing failed): `take` hands them out again."""

@@ -117,6 +117,11 @@ class Verifier:
             return False
         return True
 
+    @property
+    def reacks_pending(self) -> bool:
+        """True when authenticated replays wait for `take_reacks`."""
+        return bool(self._reacks)
+
     def take_reacks(self) -> list[tuple[str, int, int]]:
         """(port, node, boot) of authenticated replays since the last call, to ack again."""
         out = list(self._reacks)
