@@ -12,6 +12,10 @@ while read -r cmd pkg; do
 done <<'LIST'
 # command      Debian package   (used by)
 make           make
+# gateway/tests/brokers.py: real MQTT brokers (mosquitto also gives mosquitto_passwd)
+mosquitto      mosquitto
+nats-server    nats-server
+rabbitmq-server rabbitmq-server
 LIST
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" = 0 ]; then
