@@ -146,7 +146,7 @@ class Mqtt:
     key_file: Path | None = field(default=None, metadata=_m(
         'Private key of cert_file, PEM, unencrypted (chmod 600); "" for none.'))
     topic_prefix: str = field(default="roadside/v1", metadata=_m(
-        "Topic prefix: topics are <prefix>/<gateway.id>/..."))
+        "Topic prefix: topics are <prefix>/<gateway.site>/<gateway.id>/... (SPEC 14)."))
     qos: int = field(default=1, metadata=_m(
         "QoS of data publishes: 1 (at least once) or 2.", lo=1, hi=2,
         what="not a QoS the queue can rely on", hint="0 gets no PUBACK, so data would be lost"))
@@ -199,7 +199,10 @@ class Gateway:
 
     id: str = field(default="gateway-1", metadata=_m(
         "Gateway id, part of every topic: letters, digits, '-', '_', '.'."))
-    site: str = field(default="", metadata=_m(
+    site: str = field(default="site-1", metadata=_m(
+        "Site id, part of every topic (roadside/v1/<site>/<id>/...): letters, digits, '-', "
+        "'_', '.'."))
+    site_name: str = field(default="", metadata=_m(
         "Free-text site name published with the online state."))
     log_level: str = field(default="info", metadata=_m("Log level.", choices=LOG_LEVELS))
 
@@ -371,6 +374,10 @@ def _cross_checks(c: Config) -> list[str]:
     if not _ID_RE.match(g.id):
         out.append(f"gateway.id: {json.dumps(g.id)} cannot go in an MQTT topic; use 1..64 "
                    "letters, digits, '-', '_' or '.' (e.g. \"gw-elm-st\")")
+    if not _ID_RE.match(g.site):
+        out.append(f"gateway.site: {json.dumps(g.site)} cannot go in an MQTT topic; use 1..64 "
+                   "letters, digits, '-', '_' or '.' (e.g. \"hcmc-d7\"); put free text in "
+                   "gateway.site_name")
     if not s.ports:
         out.append(f"serial.ports: empty; {_missing_fix('serial.ports')}")
     seen: dict[str, int] = {}

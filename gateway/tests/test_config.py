@@ -38,7 +38,7 @@ def test_template_comments_every_key() -> None:
     """Every key line of the template is preceded by a comment line."""
     lines = template().splitlines()
     keys = [i for i, line in enumerate(lines) if " = " in line and not line.startswith("#")]
-    assert len(keys) == 32
+    assert len(keys) == 33
     assert all(lines[i - 1].startswith("#") for i in keys)
     assert all(len(line) <= 100 for line in lines)
 
@@ -67,7 +67,8 @@ def test_minimal_file_takes_defaults(tmp_path: Path) -> None:
 REALISTIC = """
 [gateway]
 id = "gw-elm-st"
-site = "Elm St bridge, north abutment"
+site = "hcmc-d7"
+site_name = "Elm St bridge, north abutment"
 log_level = "debug"
 
 [serial]
@@ -122,7 +123,8 @@ listen = "[::1]:9200"
 def test_realistic_config_parses(tmp_path: Path) -> None:
     """A full deployment file gives the typed values, relative paths under the file's folder."""
     got = load(_write(tmp_path, REALISTIC))
-    assert got.gateway == config.Gateway("gw-elm-st", "Elm St bridge, north abutment", "debug")
+    assert got.gateway == config.Gateway("gw-elm-st", "hcmc-d7",
+                                         "Elm St bridge, north abutment", "debug")
     assert got.serial.reopen_min_s == 1.0
     assert isinstance(got.serial.reopen_min_s, float)
     assert got.serial.ports[1] == config.SerialPort(
@@ -264,7 +266,7 @@ def test_unreadable_file_names_the_problem(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read it"):
         load(tmp_path)
     bad = tmp_path / "latin1.toml"
-    bad.write_bytes(b'[gateway]\nsite = "caf\xe9"\n')
+    bad.write_bytes(b'[gateway]\nsite_name = "caf\xe9"\n')
     with pytest.raises(ConfigError) as info:
         load(bad)
     assert str(info.value).startswith(f"{bad}: cannot read it (")
@@ -348,3 +350,9 @@ def test_every_key_is_documented_and_numbers_are_bounded() -> None:
             if isinstance(value, int | float) and not isinstance(value, bool):
                 assert spec.lo is not None and spec.hi is not None, f.name
                 assert spec.lo <= value <= spec.hi, f.name
+
+
+def test_site_must_be_a_topic_level(tmp_path: Path) -> None:
+    """gateway.site goes into every topic: free text there is refused with the fix."""
+    with pytest.raises(ConfigError, match=r"gateway.site: .*site_name"):
+        load(_write(tmp_path, '[gateway]\nsite = "Elm St"\n' + PORT))

@@ -1,0 +1,199 @@
+"""Ingest stage: verified frames into the durable store in group commits, then acks.
+
+Bytes from every serial link arrive through `on_data(port, data)`; the `Verifier` turns them
+into authenticated, replay-checked frames, which join the open *commit group*. `run()` (a
+long-running task, `TASK_NAME`) commits the group ``store.commit_interval_ms`` after its first
+frame arrived (at once when 0), or as soon as it holds ``max_group`` frames, in one store
+transaction (`Store.add_batch`: one fsync for the whole group). Only after COMMIT:
+
+1. each frame is recorded in the verifier's replay window (`Verifier.accept`: recording it
+   earlier would refuse a retransmission of a frame whose commit failed);
+2. the store's bounds are enforced (`Store.enforce_bounds`; gap reports wake the gap loop);
+3. one ack per (port, node, boot) the group touched goes back to the node (duplicates
+   included: SPEC 9.2, the node lost our previous ack), and so do acks for authenticated
+   replays the verifier saw (`Verifier.take_reacks`);
+4. the downlink hears of each new frame (route, time on hello, config pushes) and
+   ``on_record`` of each new one (the node status);
+5. the batcher is woken (``notify(alarm=...)`` when an alarm or hello was among them).
+
+When the commit fails (`StoreError`, `StoreFullError` on a full disk) the group is dropped
+without any ack: the nodes keep the frames and send them again, nothing is lost. The failure
+is counted and logged (rate-limited); frames keep being verified and the next group tries
+again, so the service recovers by itself once space is freed.
+
+Back-pressure: while a group of ``max_group`` frames waits for its commit, `on_data` waits
+too, so the serial links stop reading and the kernel buffers; memory stays bounded.
+
+All store calls go through ``call`` (the single store worker thread of the wiring).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from gateway.downlink import Downlink
+from gateway.store import ALARM, ROUTINE, DropReport, Record, Store, StoreError, StoreFullError
+from gateway.verify import Accepted, Verifier
+from protocol import messages as m
+
+log = logging.getLogger(__name__)
+
+TASK_NAME = "gateway.ingest"
+MAX_GROUP = 2000
+LOG_INTERVAL_S = 10.0
+
+_T = TypeVar("_T")
+Call = Callable[..., Awaitable[Any]]
+OnRecord = Callable[[Accepted, int], None]
+
+
+def priority_of(kind: int) -> int:
+    """Alarms and hellos are kept longer and published first (store.ALARM)."""
+    return ALARM if kind in (m.ALARM, m.HELLO) else ROUTINE
+
+
+@dataclass
+class IngestStats:
+    committed: int = 0           # new records committed
+    duplicates: int = 0          # frames the store already held (acked again)
+    commits: int = 0             # group commits
+    commit_failures: int = 0     # groups not stored (no ack sent)
+    full_failures: int = 0       # of which the disk or the store was full
+    lost_groups_frames: int = 0  # frames of failed groups (the nodes send them again)
+    group_size_max: int = 0
+
+
+class Ingest:
+    """Commit groups from the serial links to the store (see the module documentation)."""
+
+    def __init__(self, store: Store, call: Call, verifier: Verifier, downlink: Downlink,
+                 notify: Callable[[bool], None], *, commit_interval_ms: int,
+                 max_group: int = MAX_GROUP, on_record: OnRecord | None = None,
+                 on_drops: Callable[[DropReport], None] | None = None,
+                 utc_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> None:
+        self.store = store
+        self.stats = IngestStats()
+        self._call = call
+        self._verifier = verifier
+        self._downlink = downlink
+        self._notify = notify
+        self._interval_s = commit_interval_ms / 1000
+        self._max_group = max_group
+        self._on_record = on_record
+        self._on_drops = on_drops
+        self._utc_ms = utc_ms
+        self._group: list[tuple[Accepted, int]] = []
+        self._have = asyncio.Event()       # the group is not empty
+        self._room = asyncio.Event()       # the group is below max_group
+        self._room.set()
+        self._last_log = -LOG_INTERVAL_S
+
+    # -- input -------------------------------------------------------------------------------
+
+    async def on_data(self, port: str, data: bytes) -> None:
+        """Bytes read from a serial port (SerialLink's on_data)."""
+        items = self._verifier.feed(port, data)
+        now = self._utc_ms()
+        for item in items:
+            while len(self._group) >= self._max_group:
+                self._room.clear()
+                await self._room.wait()
+            self._group.append((item, now))
+            self._have.set()
+        if not items and self._verifier.reacks_pending:
+            self._have.set()
+
+    def on_open(self, port: str) -> None:
+        """A serial port was (re)opened: forget its partial frame."""
+        self._verifier.reset_port(port)
+
+    # -- the commit loop ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Commits groups until cancelled; a cancel commits nothing more (no ack is owed)."""
+        while True:
+            await self._have.wait()
+            if self._interval_s > 0 and len(self._group) < self._max_group:
+                try:
+                    async with asyncio.timeout(self._interval_s):
+                        await self._full()
+                except TimeoutError:
+                    pass
+            await self.commit()
+
+    async def _full(self) -> None:
+        while len(self._group) < self._max_group:
+            self._room.clear()
+            await self._room.wait()
+
+    async def commit(self) -> None:
+        """Commits the open group now, then acks and notifies (see the module docs)."""
+        group, self._group = self._group, []
+        self._have.clear()
+        self._room.set()
+        reacks = self._verifier.take_reacks()
+        if group:
+            await self._commit(group)
+        if reacks:
+            await self._ack(reacks)
+
+    async def _commit(self, group: list[tuple[Accepted, int]]) -> None:
+        recs = [Record(a.node, a.boot, a.seq, a.kind, priority_of(a.kind), t, a.body)
+                for a, t in group]
+        try:
+            new: list[bool] = await self._call(self.store.add_batch, recs)
+        except StoreError as exc:
+            self.stats.commit_failures += 1
+            self.stats.lost_groups_frames += len(group)
+            full = isinstance(exc, StoreFullError)
+            self.stats.full_failures += full
+            now = time.monotonic()
+            if now - self._last_log >= LOG_INTERVAL_S:
+                self._last_log = now
+                log.error("%d frames not stored, not acked (the nodes will send them again): "
+                          "%s%s", len(group), exc,
+                          "; free disk space or lower store.max_bytes" if full else "")
+            return
+        self.stats.commits += 1
+        self.stats.group_size_max = max(self.stats.group_size_max, len(group))
+        alarm = False
+        routes: dict[tuple[str, int, int], None] = {}
+        fresh: list[tuple[Accepted, int]] = []
+        for (item, t), is_new in zip(group, new, strict=True):
+            self._verifier.accept(item)
+            routes[(item.port, item.node, item.boot)] = None
+            if is_new:
+                fresh.append((item, t))
+                alarm = alarm or priority_of(item.kind) == ALARM
+            else:
+                self.stats.duplicates += 1
+        self.stats.committed += len(fresh)
+        try:
+            report: DropReport = await self._call(self.store.enforce_bounds, self._utc_ms())
+        except StoreError as exc:
+            log.error("store bounds not enforced: %s", exc)
+        else:
+            if report.total and self._on_drops is not None:
+                self._on_drops(report)
+        await self._ack(list(routes))
+        for item, t in fresh:
+            await self._downlink.heard(item.port, item.msg)
+            if self._on_record is not None:
+                self._on_record(item, t)
+        if fresh:
+            self._notify(alarm)
+
+    async def _ack(self, routes: list[tuple[str, int, int]]) -> None:
+        store = self.store
+
+        def states() -> list[tuple[int, int]]:
+            return [store.ack_state(n, b) for _, n, b in routes]
+
+        acks: list[tuple[int, int]] = await self._call(states)
+        for (port, node, boot), (floor, sack) in zip(routes, acks, strict=True):
+            await self._downlink.ack(port, node, boot, floor, sack)
