@@ -156,8 +156,10 @@ class Ingest:
             if now - self._last_log >= LOG_INTERVAL_S:
                 self._last_log = now
                 log.error("%d frames not stored, not acked (the nodes will send them again): "
-                          "%s%s", len(group), exc,
-                          "; free disk space or lower store.max_bytes" if full else "")
+                          "%s; %s", len(group), exc,
+                          "free disk space or lower store.max_bytes" if full else
+                          "the disk refused a write: check free space and quota (df -h), "
+                          "and the SD card (dmesg)")
             return
         self.stats.commits += 1
         self.stats.group_size_max = max(self.stats.group_size_max, len(group))

@@ -269,6 +269,7 @@ class Publisher:
                       exc or "connection lost")
             return False
         self.stats.published += 1
+        log.debug("mqtt: %d bytes to %s acknowledged", len(payload), topic)
         return True
 
     async def publish_batch(self, batch: Batch) -> bool:

@@ -59,7 +59,9 @@ Downlink seq (SPEC 8).
 Disk full.
     SQLite's "database or disk is full" surfaces as `StoreFullError`; the transaction is rolled
     back whole (nothing of that batch is stored, so nothing of it may be acked), and the store
-    stays usable once space is freed (by `confirm`, `enforce_bounds` or the operator).
+    stays usable once space is freed (by `confirm`, `enforce_bounds` or the operator). After
+    any failed write the WAL is checkpointed and truncated, so that deletes (which need WAL
+    room too) can free space again.
 
 Threads: a Store is not thread-safe. Calls must never overlap; the gateway makes them from one
 worker (a single-thread executor, or `asyncio.to_thread` with calls awaited one at a time).
@@ -283,10 +285,18 @@ class Store:
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
+            self._reclaim_wal()
             raise self._error(exc, what) from exc
         except BaseException:
             self._rollback()
             raise
+
+    def _reclaim_wal(self) -> None:
+        # A write failed (full disk, quota, I/O error). Every later write, a DELETE included,
+        # needs room in the WAL; a checkpoint that truncates it gives that room back, so the
+        # PUBACKs that follow can delete rows and the store recovers by itself.
+        with suppress(sqlite3.Error):
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def _rollback(self) -> None:
         if self._db.in_transaction:

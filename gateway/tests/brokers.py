@@ -881,6 +881,16 @@ class Capture:
         with self._changed:
             return list(self._messages)
 
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False,
+                qos: int = 1) -> None:
+        """Publishes one message from a separate, short-lived client (an operator's tool)."""
+
+        async def once() -> None:
+            async with self.broker.client(identifier=f"{self.identifier}-pub") as client:
+                await client.publish(topic, payload, qos=qos, retain=retain)
+
+        asyncio.run(once())
+
     def clear(self) -> None:
         """Forget what was received so far."""
         with self._changed:
@@ -936,8 +946,8 @@ class Capture:
                     raise TimeoutError(
                         f"capture of {self.topic_filter!r} on {self.broker!r}: condition not "
                         f"met within {timeout} s; {len(self._messages)} messages, "
-                        f"{self.connects} connections, the last messages: "
-                        f"{self._messages[-3:]}")
+                        f"{self.connects} connections, the last (topic, bytes): "
+                        f"{[(m.topic, len(m.payload)) for m in self._messages[-3:]]}")
 
     def wait_message(self, match: Callable[[Captured], bool],
                      timeout: float = WAIT_TIMEOUT_S) -> Captured:

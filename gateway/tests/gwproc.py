@@ -86,7 +86,10 @@ class GatewayProcess:
         self.notices: list[str] = []
         self._sock: socket.socket | None = None
 
-    def start(self, *, wait_ready: bool = True, env: Mapping[str, str] | None = None) -> None:
+    def start(self, *, wait_ready: bool = True, env: Mapping[str, str] | None = None,
+              fsize_limit_b: int | None = None) -> None:
+        """Starts the gateway; fsize_limit_b sets RLIMIT_FSIZE (a disk quota: writes beyond
+        it fail with EFBIG, which SQLite reports as a full disk)."""
         self.notify_path.unlink(missing_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.bind(str(self.notify_path))
@@ -94,8 +97,15 @@ class GatewayProcess:
         full_env = {**os.environ, "NOTIFY_SOCKET": str(self.notify_path),
                     "PYTHONPATH": str(ROOT), **(env or {})}
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child holds it
+
+        # The quota is set in the child itself (no preexec_fn: unsafe beside threads).
+        q = fsize_limit_b or 0
+        launch = ("import resource, runpy, sys\n"
+                  f"if {q}: resource.setrlimit(resource.RLIMIT_FSIZE, ({q}, {q}))\n"
+                  "sys.argv = ['gateway'] + sys.argv[1:]\n"
+                  "runpy.run_module('gateway', run_name='__main__')\n")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "run", "--config", str(self.config_path)],
+            [sys.executable, "-c", launch, "run", "--config", str(self.config_path)],
             cwd=self.folder, env=full_env, stdout=log, stderr=log, start_new_session=True)
         log.close()
         if wait_ready:

@@ -1,7 +1,9 @@
 """Test nodes for the gateway: frames made by `protocol/` written on real ptys.
 
 A `PtyNode` plays one node's side of a serial link the way the firmware does (SPEC 9):
-frames get a seq per boot and stay *pending* until an ack covers them; `retransmit()` sends
+frames get a seq per boot and stay *pending* until an ack covers them; a new frame waits
+while 64 frames from the oldest pending one are out (the sender window of SPEC 9.3, which
+keeps a lost frame from falling below the gateway's replay window); `retransmit()` sends
 the pending ones again, unchanged; acks, time and config frames from the gateway are read by a
 reader thread and checked like the node does (addressed to this node and its current boot,
 downlink seq strictly increasing, tag of the node's key). The gateway opens `path`, the pty's
@@ -64,6 +66,7 @@ class PtyNode:
         master, slave = os.openpty()
         tty.setraw(master)
         tty.setraw(slave)
+        os.set_blocking(master, False)
         with self._lock:
             self._master, self._slave = master, slave
         tmp = self.path.with_suffix(".new")
@@ -105,7 +108,10 @@ class PtyNode:
         self.down_seq = 0
 
     def send(self, msg: m.Message, *, corrupt: Callable[[bytes], bytes] | None = None) -> bytes:
+        """Writes msg; a new frame of the current boot first waits for the sender window."""
         wire = self._sealer.seal(msg)
+        if corrupt is None and msg.boot == self.boot:
+            self._window(msg.seq)
         if corrupt is None:
             with self._lock:
                 self.pending[(msg.boot, msg.seq)] = wire
@@ -130,17 +136,45 @@ class PtyNode:
         self.send(msg)
         return msg
 
+    def _window(self, seq: int, timeout_s: float = GUARD_S, retransmit_s: float = 2.0) -> None:
+        # SPEC 9.3: no new frame with seq >= u + 64, u the oldest pending seq of this boot.
+        # Waiting here retransmits like the firmware, so a frame lost on the line (or flushed
+        # when the gateway opened the port) does not stall the node for ever.
+        deadline = time.monotonic() + timeout_s
+        next_retx = time.monotonic() + retransmit_s
+        with self._lock:
+            while True:
+                oldest = min((q for b, q in self.pending if b == self.boot), default=None)
+                if oldest is None or seq < oldest + replay.WINDOW:
+                    return
+                now = time.monotonic()
+                if now >= deadline:
+                    raise TimeoutError(f"node {self.node}: window stuck at seq {oldest}")
+                if now >= next_retx:
+                    self._lock.release()
+                    try:
+                        self.retransmit()
+                    finally:
+                        self._lock.acquire()
+                    next_retx = now + retransmit_s
+                self._lock.wait(min(0.1, deadline - now))
+
     def write(self, data: bytes) -> None:
         with self._lock:
             fd = self._master
         if fd < 0:
             return
+        # A UART never blocks: with nobody reading (gateway stopped) its bytes are lost. The
+        # pty's buffer fills instead, so wait a moment for room, then drop the rest; the
+        # frame stays pending and is sent again.
         view = memoryview(data)
         while view:
             try:
                 n = os.write(fd, view)
             except BlockingIOError:
-                select.select([], [fd], [], 1.0)
+                _, room, _ = select.select([], [fd], [], 1.0)
+                if not room:
+                    return
                 continue
             except OSError:
                 return            # unplugged meanwhile: the frame stays pending

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ import pytest
 from gateway import senml
 from gateway.tests.brokers import Broker, Capture
 from gateway.tests.gwproc import GatewayProcess
+from gateway.tests.netcut import Relay
 from gateway.tests.nodes import PtyNode
 from protocol import frame
 from protocol import messages as m
@@ -62,10 +64,32 @@ def pair(tmp_path: Path) -> Iterator[tuple[PtyNode, PtyNode]]:
         yield a, b
 
 
-def gateway(tmp_path: Path, broker: Broker, nodes: tuple[PtyNode, ...],
+def gateway(tmp_path: Path, broker: Broker | Relay, nodes: tuple[PtyNode, ...],
+            tls: dict[str, object] | None = None,
             **extra: dict[str, object]) -> GatewayProcess:
+    """The gateway for these nodes, talking to the broker (or through a relay to it)."""
     return GatewayProcess(tmp_path / "gw", broker_host=broker.host, broker_port=broker.port,
-                          ports=[str(n.path) for n in nodes], keys=KEYS, extra=extra)
+                          ports=[str(n.path) for n in nodes], keys=KEYS, extra=extra, tls=tls)
+
+
+def happy_path(tmp_path: Path, broker: Broker, pair: tuple[PtyNode, PtyNode],
+               tls: dict[str, object] | None = None, frames: int = 20) -> None:
+    """Hello, floods and an alarm from two nodes arrive once each; the gateway stops cleanly."""
+    a, b = pair
+    with Capture(broker, PREFIX + "/#") as cap, gateway(tmp_path, broker, pair, tls) as gw:
+        gw.start()
+        for n in pair:
+            n.hello()
+        for i in range(frames):
+            a.flood(T0 + i, 10 * i)
+            b.flood(T0 + i, 5 * i)
+        a.alarm(T0 + frames)
+        for n in pair:
+            n.wait_acked()
+        want = expected(a, b)
+        cap.wait_for(lambda c: set(identities(c, "data", "alarm")) >= want)
+        assert set(identities(cap, "data", "alarm")) == want
+        assert gw.stop() == 0
 
 
 def test_happy_path_from_ptys_to_senml(tmp_path: Path, mosquitto_broker: Broker,
@@ -90,8 +114,9 @@ def test_happy_path_from_ptys_to_senml(tmp_path: Path, mosquitto_broker: Broker,
         alarms = groups([msg.payload for msg in cap.messages if msg.topic.endswith("/alarm")])
         assert {(g["type"], g["node"]) for g in alarms} == {("alarm", 101), ("hello", 101),
                                                             ("hello", 102)}
-        floods = [g for g in groups([msg.payload for msg in cap.messages
-                                     if msg.topic.endswith("/data")]) if g["node"] == 101]
+        floods = sorted((g for g in groups([msg.payload for msg in cap.messages
+                                            if msg.topic.endswith("/data")])
+                         if g["node"] == 101), key=lambda g: int(str(g["seq"])))
         assert [round(float(str(g["depth"])) * 1000) for g in floods] == [10 * i
                                                                           for i in range(50)]
         assert a.times and b.times                            # hello answered with time
@@ -182,12 +207,21 @@ def test_sigkill_mid_stream_loses_nothing(tmp_path: Path, mosquitto_broker: Brok
     with Capture(mosquitto_broker, PREFIX + "/#") as cap, \
             gateway(tmp_path, mosquitto_broker, pair) as gw:
         gw.start()
-        for i in range(300):
-            a.flood(T0 + i, i % 400)
-            b.flood(T0 + i, i % 300)
-            if i == 150:
-                gw.stop(signal.SIGKILL)
+
+        def send() -> None:
+            for i in range(300):
+                a.flood(T0 + i, i % 400)
+                b.flood(T0 + i, i % 300)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        deadline = time.monotonic() + 30
+        while gw.metric("records_stored_total") < 150:
+            assert time.monotonic() < deadline, gw.log_tail()
+        gw.stop(signal.SIGKILL)                               # while frames flow
         gw.start()
+        sender.join(timeout=60)
+        assert not sender.is_alive()
         for n in pair:
             n.wait_acked()
         want = expected(a, b)
@@ -234,4 +268,158 @@ def test_broker_down_30_s_under_load(tmp_path: Path, mosquitto_broker: Broker,
         want = expected(a, b)
         cap.wait_for(lambda c: set(identities(c, "data", "alarm")) >= want, timeout=120)
         assert gw.metric("mqtt_disconnects_total") >= 1
+        assert gw.stop() == 0
+
+
+def test_tls_with_client_certificate(tmp_path: Path, mosquitto_tls: Broker,
+                                     pair: tuple[PtyNode, PtyNode]) -> None:
+    """Against a Mosquitto that requires client certificates, the happy path holds."""
+    tls = mosquitto_tls.tls
+    assert tls is not None and tls.client_cert is not None and tls.client_key is not None
+    happy_path(tmp_path, mosquitto_tls, pair, {
+        "tls": True, "ca_file": str(tls.ca), "cert_file": str(tls.client_cert),
+        "key_file": str(tls.client_key)})
+
+
+def test_tls_refused_certificate_is_retried_and_named(
+        tmp_path: Path, mosquitto_tls: Broker, pair: tuple[PtyNode, PtyNode]) -> None:
+    """A client certificate of a foreign CA: no connection, frames kept, the log says why."""
+    a, _ = pair
+    tls = mosquitto_tls.tls
+    pki = mosquitto_tls.pki
+    assert tls is not None and pki is not None
+    foreign = pki.foreign_client
+    with gateway(tmp_path, mosquitto_tls, pair, {
+            "tls": True, "ca_file": str(tls.ca), "cert_file": str(foreign.cert),
+            "key_file": str(foreign.key)}) as gw:
+        gw.start()
+        a.flood(T0, 1)
+        a.wait_acked()                                        # stored, so acked
+        deadline = time.monotonic() + 60
+        while gw.metric("mqtt_connect_failures_total") < 1:
+            assert time.monotonic() < deadline, gw.log_tail()
+            time.sleep(0.2)
+        assert gw.metric("queue_records", priority="routine") == 1
+        assert "cannot connect" in gw.log_tail(200)
+        assert gw.stop() == 0
+
+
+def test_nats_with_mqtt(tmp_path: Path, nats_broker: Broker,
+                        pair: tuple[PtyNode, PtyNode]) -> None:
+    """The happy path against nats-server's MQTT listener."""
+    happy_path(tmp_path, nats_broker, pair)
+
+
+def test_rabbitmq_with_mqtt_plugin(tmp_path: Path, rabbitmq_broker: Broker,
+                                   pair: tuple[PtyNode, PtyNode]) -> None:
+    """The happy path against RabbitMQ's MQTT plugin."""
+    happy_path(tmp_path, rabbitmq_broker, pair)
+
+
+def test_config_from_retained_topic_is_pushed_once(
+        tmp_path: Path, mosquitto_broker: Broker, pair: tuple[PtyNode, PtyNode]) -> None:
+    """A retained config reaches the node; its next hello confirms it and stops the pushes."""
+    a, _ = pair
+    topic = f"{PREFIX}/node/101/config"
+    with Capture(mosquitto_broker, PREFIX + "/#") as cap, \
+            gateway(tmp_path, mosquitto_broker, pair) as gw:
+        cap.publish(topic, b"not json", retain=True)
+        gw.start()
+        a.hello()
+        a.wait_acked()
+        cap.publish(topic, json.dumps({"dry_s": 120, "levels_mm": [50, 150]}).encode(),
+                    retain=True)
+        a.wait_for(lambda n: len(n.configs) >= 1)
+        assert a.configs[-1].cfg == {1: 120, 4: [50, 150]}
+        a.hello(cfg_hash=b"\x01" * 8)                         # applied: a hello follows
+        for i in range(5):
+            a.flood(T0 + i, i)
+        a.wait_acked()
+        assert len(a.configs) == 1                            # confirmed: not pushed again
+        assert gw.metric("config_refused_total") == 1         # the "not json" payload
+        a.reboot()
+        a.hello(cfg_hash=b"\x02" * 8)                         # reset to other values
+        a.wait_acked()
+        a.wait_for(lambda n: len(n.configs) >= 2)             # pushed again
+        assert gw.stop() == 0
+
+
+def test_store_bound_thins_counts_and_reports_gaps(
+        tmp_path: Path, mosquitto_broker: Broker, pair: tuple[PtyNode, PtyNode]) -> None:
+    """Over store.max_bytes while the uplink is down: drops counted, gap reports published,
+    and every frame either published or named in a gap report."""
+    a, _ = pair
+    with Capture(mosquitto_broker, PREFIX + "/#") as cap, \
+            Relay(mosquitto_broker.host, mosquitto_broker.port) as relay, \
+            gateway(tmp_path, relay, pair,
+                    store={"max_bytes": 1024 * 1024, "commit_interval_ms": 50}) as gw:
+        relay.cut()
+        gw.start()
+        a.hello()
+        for i in range(12_000):
+            a.flood(T0 + i, i % 500)
+            if i % 1000 == 999:
+                a.wait_acked()
+        a.wait_acked()
+        dropped = sum(v for k, v in gw.scrape().items()
+                      if k[0] == "roadside_gateway_records_dropped_total")
+        assert dropped > 0
+        relay.restore()
+        want = expected(a)
+
+        def accounted(c: Capture) -> bool:
+            got = set(identities(c, "data", "alarm"))
+            gaps = groups([msg.payload for msg in c.messages if msg.topic.endswith("/gaps")])
+            return got | {(101, 1, q) for g in gaps for q in _seqs(str(g["ranges"]))} >= want
+
+        cap.wait_for(accounted, timeout=60)
+        got = set(identities(cap, "data", "alarm"))
+        gaps = groups([msg.payload for msg in cap.messages if msg.topic.endswith("/gaps")])
+        missing = {(101, 1, seq) for g in gaps for seq in _seqs(str(g["ranges"]))}
+        assert got | missing == want                          # every frame: published or reported
+        assert not got & missing
+        assert sum(int(float(str(g["dropped"]))) for g in gaps) == dropped
+        assert (101, 1, 1) in got                             # the hello (an alarm) was kept
+        assert gw.stop() == 0
+
+
+def _seqs(ranges: str) -> list[int]:
+    out: list[int] = []
+    for part in ranges.split(","):
+        lo, _, hi = part.partition("-")
+        out += range(int(lo), int(hi or lo) + 1)
+    return out
+
+
+def test_disk_full_keeps_running_and_recovers(
+        tmp_path: Path, mosquitto_broker: Broker, pair: tuple[PtyNode, PtyNode]) -> None:
+    """A file size quota hit while the uplink is down: commits fail (counted), frames are not
+    acked so the nodes keep them; once the uplink is back the store drains, commits succeed
+    again in the same process and every frame arrives."""
+    a, _ = pair
+    with Capture(mosquitto_broker, PREFIX + "/#") as cap, \
+            Relay(mosquitto_broker.host, mosquitto_broker.port) as relay, \
+            gateway(tmp_path, relay, pair, gateway={"log_level": "info"}) as gw:
+        relay.cut()
+        gw.start(fsize_limit_b=400 * 1024)
+        # The node sends 6000 readings; once the quota stops the acks its window fills and
+        # it waits (retransmitting), as the firmware does, until the gateway acks again.
+        sender = threading.Thread(target=lambda: [a.flood(T0 + i, i % 500)
+                                                  for i in range(6000)], daemon=True)
+        sender.start()
+        deadline = time.monotonic() + 60
+        # RLIMIT_FSIZE gives EFBIG, which SQLite reports as an I/O error (cause "error");
+        # ENOSPC on a full disk is SQLITE_FULL (cause "full"). The service treats both alike.
+        while gw.metric("commit_failures_total", cause="error") < 1:
+            assert time.monotonic() < deadline, gw.log_tail()
+            time.sleep(0.5)
+        assert a.pending                                      # not acked: the node keeps them
+        assert gw.metric("mqtt_connected") == 0
+        relay.restore()
+        sender.join(timeout=120)
+        assert not sender.is_alive()
+        a.wait_acked(timeout_s=120)
+        want = expected(a)
+        cap.wait_for(lambda c: set(identities(c, "data", "alarm")) >= want, timeout=120)
+        assert gw.proc is not None and gw.proc.poll() is None
         assert gw.stop() == 0
