@@ -59,7 +59,7 @@ _T = TypeVar("_T")
 BOUNDS_INTERVAL_S = 60.0      # the age bound is enforced at least this often
 STATUS_INTERVAL_S = 10.0      # the systemd status line
 GAPS_PER_PUBLISH = 64
-WATCHDOG_DEFAULT_S = 0.0      # no WATCHDOG_USEC: no pings
+STORE_STUCK_S = 60.0          # a store call this old stops the watchdog pings
 
 
 def utc_ms() -> int:
@@ -71,10 +71,24 @@ class StoreWorker:
 
     def __init__(self) -> None:
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gateway.store")
+        self._started: dict[int, float] = {}      # calls queued or running -> loop time
+        self._n = 0
 
     async def call(self, fn: Callable[..., _T], *args: Any) -> _T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
+        self._n += 1
+        key = self._n
+        self._started[key] = loop.time()
+        try:
+            return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
+        finally:
+            del self._started[key]
+
+    def stuck_s(self) -> float:
+        """How long the oldest pending store call has waited (0 when none)."""
+        if not self._started:
+            return 0.0
+        return asyncio.get_running_loop().time() - min(self._started.values())
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -227,7 +241,14 @@ class Service:
                 self._on_drops(report)
 
     def health(self) -> str | None:
-        """None when the service may feed the systemd watchdog, else why not."""
+        """None when the service may feed the systemd watchdog, else why not.
+
+        A blocked event loop stops the pings by itself; this adds the store's worker thread:
+        an SQLite call hung for STORE_STUCK_S (a dead SD card) gets the service restarted.
+        """
+        stuck = self.worker.stuck_s()
+        if stuck >= STORE_STUCK_S:
+            return f"a store call has not returned for {stuck:.0f} s"
         return None
 
     def status_line(self) -> str:

@@ -134,6 +134,15 @@ class GatewayProcess:
             if what in text:
                 return text
 
+    def drain(self) -> None:
+        """Reads every notify message already queued into `notices`."""
+        if self._sock is None:
+            return
+        self._sock.settimeout(0)
+        with contextlib.suppress(OSError):
+            while True:
+                self.notices.append(self._sock.recv(4096).decode())
+
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = GUARD_S) -> int:
         """Sends `sig` and waits for the exit; returns the exit status."""
         proc = self.proc
@@ -147,11 +156,7 @@ class GatewayProcess:
             proc.wait()
             raise AssertionError(f"gateway ignored signal {sig}; log:\n{self.log_tail()}"
                                  ) from None
-        if self._sock is not None:
-            with contextlib.suppress(OSError):
-                while True:
-                    self._sock.settimeout(0)
-                    self.notices.append(self._sock.recv(4096).decode())
+        self.drain()
         return code
 
     def close(self) -> None:

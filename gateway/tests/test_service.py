@@ -423,3 +423,24 @@ def test_disk_full_keeps_running_and_recovers(
         cap.wait_for(lambda c: set(identities(c, "data", "alarm")) >= want, timeout=120)
         assert gw.proc is not None and gw.proc.poll() is None
         assert gw.stop() == 0
+
+
+def test_systemd_notifications_and_watchdog(tmp_path: Path, mosquitto_broker: Broker,
+                                            pair: tuple[PtyNode, PtyNode]) -> None:
+    """Under WATCHDOG_USEC the gateway pings from its event loop; READY, STATUS, STOPPING."""
+    with gateway(tmp_path, mosquitto_broker, pair) as gw:
+        gw.start(env={"WATCHDOG_USEC": "400000"})
+        pings = gw.wait_notice("WATCHDOG=1")
+        assert pings
+        assert any("STATUS=" in n and "ports open" in n for n in gw.notices)
+        assert gw.proc is not None
+        gw.proc.send_signal(signal.SIGSTOP)                   # a hung process stops pinging
+        time.sleep(0.5)
+        gw.drain()                                            # pings sent before the stop
+        gw.notices.clear()
+        with pytest.raises(TimeoutError):
+            gw.wait_notice("WATCHDOG=1", timeout_s=1.0)
+        gw.proc.send_signal(signal.SIGCONT)
+        gw.wait_notice("WATCHDOG=1")
+        assert gw.stop() == 0
+        assert any("STOPPING=1" in n for n in gw.notices)
