@@ -7,97 +7,57 @@
 #   - without `node` the node speaks as 0x80000000 | (crc32 of machine.unique_id()) so the
 #     gateway sees an unprovisioned board instead of silence;
 #   - without `h0_mm` readings carry the raw range and depth is flagged invalid.
-#
-# Keys that the gateway may change over the air (config frames, SPEC 5.4.4) are listed in
-# WIRE_KEYS by their wire number; the others (node, site, key, board, log) change only on the
-# bench (tools/provision).
-
-try:
-    from micropython import const
-except ImportError:
-    def const(x):  # type: ignore[misc]  # CPython; the ESP32 has micropython.const
-        return x
 
 import binascii
 import hashlib
 import json
 import os
 
-_PATH = "/config.json"
+from micropython import const
+
+_PATH = const("/config.json")
 _MAX_TEXT_B = const(32)
 _KEY_HEX = const(64)
 
-# Wire number -> name (SPEC 5.4.4). Index 0 unused.
-WIRE_KEYS = ("", "dry_s", "wet_s", "rising_s", "levels_mm", "lead_s", "hysteresis_mm",
-             "h0_mm", "burst", "traffic_window_s", "mag_distance_mm", "mag_on", "mag_off",
-             "health_s", "rate_limit_ums")
-
-# name -> (default, low, high). Lists (levels_mm) check each element and ascending order.
+# The keys, four items each: name, default, low, high. One flat tuple: a dict of tuples
+# would cost the heap an object per key. Lists (levels_mm) check each element and ascending
+# order; text keys have low None and high the most bytes. The first _WIRE_N keys are the
+# ones the gateway may change over the air, in wire-number order (SPEC 5.4.4: config frame
+# key n is the n-th); the others change only on the bench (tools/provision).
 # Intervals: Singapore PUB polls 10 min dry and 2 min in rain (field.md); we read faster
 # while the water rises. Levels: FloodNet alerts above 76 mm, HCMC street lights at 200 mm.
-_INTS = {
-    "dry_s": (300, 5, 86400),
-    "wet_s": (60, 5, 3600),
-    "rising_s": (15, 2, 600),
-    "levels_mm": ([76, 200, 400], 1, 6000),
-    "lead_s": (600, 0, 7200),
-    "hysteresis_mm": (20, 0, 500),
-    "h0_mm": (None, 300, 6000),
-    "burst": (7, 1, 15),
-    "traffic_window_s": (60, 10, 3600),
-    "mag_distance_mm": (2000, 100, 20000),
-    "mag_on": (40, 5, 5000),
-    "mag_off": (20, 2, 5000),
-    "health_s": (300, 10, 86400),
-    "rate_limit_ums": (1000, 10, 100000),
-    "traffic": (1, 0, 1),               # 0: a flood-only site without magnetometers
-    "mag_hz": (50, 5, 200),             # magnetometer sampling rate
-    "node": (None, 0, 0xFFFFFFFF),
-    "log": (20, 10, 40),
-}
-_TEXTS = {"site": "", "board": "esp32-devkitc", "key": ""}
-
-
-def _valid(name, v):
-    # "" if v is acceptable for name, else why not.
-    if name in _TEXTS:
-        if not isinstance(v, str) or len(v) > (_KEY_HEX if name == "key" else _MAX_TEXT_B):
-            return "%s must be text" % name
-        if name == "key" and v:
-            if len(v) != _KEY_HEX:
-                return "key must be 64 hex digits"
-            try:
-                binascii.unhexlify(v)
-            except ValueError:
-                return "key must be 64 hex digits"
-        return ""
-    spec = _INTS.get(name)
-    if spec is None:
-        return "unknown key " + name
-    lo = spec[1]
-    hi = spec[2]
-    if name == "levels_mm":
-        if not isinstance(v, list) or not 1 <= len(v) <= 8:
-            return "levels_mm must be a list of 1..8 levels"
-        prev = 0
-        for x in v:
-            if type(x) is not int or not lo <= x <= hi or x <= prev:
-                return "levels_mm must ascend within %d..%d" % (lo, hi)
-            prev = x
-        return ""
-    if type(v) is not int or not lo <= v <= hi:
-        return "%s must be an int %d..%d" % (name, lo, hi)
-    return ""
+_WIRE_N = const(14)
+_KEYS = const((
+    "dry_s", 300, 5, 86400,
+    "wet_s", 60, 5, 3600,
+    "rising_s", 15, 2, 600,
+    "levels_mm", (76, 200, 400), 1, 6000,
+    "lead_s", 600, 0, 7200,
+    "hysteresis_mm", 20, 0, 500,
+    "h0_mm", None, 300, 6000,
+    "burst", 7, 1, 15,
+    "traffic_window_s", 60, 10, 3600,
+    "mag_distance_mm", 2000, 100, 20000,
+    "mag_on", 40, 5, 5000,
+    "mag_off", 20, 2, 5000,
+    "health_s", 300, 10, 86400,
+    "rate_limit_ums", 1000, 10, 100000,
+    "traffic", 1, 0, 1,                 # 0: a flood-only site without magnetometers
+    "mag_hz", 50, 5, 200,               # magnetometer sampling rate
+    "node", None, 0, 0xFFFFFFFF,
+    "log", 20, 10, 40,
+    "site", "", None, _MAX_TEXT_B,
+    "board", "esp32-devkitc", None, _MAX_TEXT_B,
+    "key", "", None, _KEY_HEX,
+))
 
 
 class Config:
     def __init__(self):
         self.values = {}  # type: dict
-        for k in _INTS:
-            d = _INTS[k][0]
-            self.values[k] = list(d) if isinstance(d, list) else d
-        for k in _TEXTS:
-            self.values[k] = _TEXTS[k]
+        for i in range(0, len(_KEYS), 4):
+            d = _KEYS[i + 1]
+            self.values[_KEYS[i]] = list(d) if isinstance(d, tuple) else d
         self.error = ""
 
     def get(self, name):
@@ -111,20 +71,49 @@ class Config:
         # "esp32-devkitc" -> "boards.esp32_devkitc"
         return "boards." + self.values["board"].replace("-", "_")
 
-    def _fail(self, why):
+    def _fail(self, text):
         if not self.error:
-            self.error = why[:_MAX_TEXT_B]
+            self.error = text[:_MAX_TEXT_B]
 
-    def update(self, d):
-        # Applies the valid entries of d (name -> value); names the first refusal in name
+    def update(self, data):
+        # Applies the valid entries of data (name -> value); names the first refusal in name
         # order (dict order differs between interpreters).
-        for name in sorted(d):
-            v = d[name]
-            why = _valid(name, v)
+        for name in sorted(data):
+            v = data[name]
+            i = 0
+            while i < len(_KEYS) and _KEYS[i] != name:
+                i += 4
+            why = ""
+            if i == len(_KEYS):
+                why = "unknown key " + name
+            elif _KEYS[i + 2] is None:                  # text
+                if not isinstance(v, str) or len(v) > _KEYS[i + 3]:
+                    why = "%s must be text" % name
+                elif name == "key" and v:
+                    try:
+                        ok = len(v) == _KEY_HEX and binascii.unhexlify(v)
+                    except ValueError:
+                        ok = False
+                    if not ok:
+                        why = "key must be 64 hex digits"
+            elif name == "levels_mm":
+                if not isinstance(v, list) or not 1 <= len(v) <= 8:
+                    why = "levels_mm must be a list of 1..8 levels"
+                else:
+                    prev = 0
+                    for x in v:
+                        if type(x) is not int or not _KEYS[i + 2] <= x <= _KEYS[i + 3] \
+                                or x <= prev:
+                            why = "levels_mm must ascend within %d..%d" % (_KEYS[i + 2],
+                                                                           _KEYS[i + 3])
+                            break
+                        prev = x
+            elif type(v) is not int or not _KEYS[i + 2] <= v <= _KEYS[i + 3]:
+                why = "%s must be an int %d..%d" % (name, _KEYS[i + 2], _KEYS[i + 3])
             if why:
                 self._fail(why)
-                continue
-            self.values[name] = v
+            else:
+                self.values[name] = v
         if self.values["mag_off"] >= self.values["mag_on"]:
             self._fail("mag_off must be below mag_on")
             self.values["mag_off"] = self.values["mag_on"] // 2
@@ -145,10 +134,10 @@ class Config:
             self._fail(name + " is not an object")
             d = {}
         self.update(d)
-        if self.values["node"] is None:
-            self._fail("node missing")
-        elif self.values["h0_mm"] is None:
-            self._fail("h0_mm missing")
+        for k in ("node", "h0_mm"):
+            if self.values[k] is None:
+                self._fail("%s missing" % k)
+                break
         return self
 
     def apply_wire(self, cfg):
@@ -157,9 +146,9 @@ class Config:
         self.error = ""
         d = {}
         for k in cfg:
-            if 0 < k < len(WIRE_KEYS):
+            if 0 < k <= _WIRE_N:
                 v = cfg[k]
-                d[WIRE_KEYS[k]] = list(v) if isinstance(v, (list, tuple)) else v
+                d[_KEYS[4 * k - 4]] = list(v) if isinstance(v, (list, tuple)) else v
         self.update(d)
         return len(d)
 
@@ -173,10 +162,6 @@ class Config:
         except OSError:
             pass
         os.rename(tmp, path)
-
-    def settings(self):
-        # The dict the sensing modules take (flood.Flood, traffic.Traffic).
-        return self.values
 
     def digest(self):
         # cfg_hash for the hello frame: 8 bytes identifying the configuration in force.

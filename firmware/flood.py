@@ -61,33 +61,16 @@
 #
 # Allocation per reading: the returned tuple; the float maths of one conversion when the
 # temperature changed; an alarm tuple when one is raised. Buffers (sort buffer, history
-# ring, per-level states) are made up front or on configure().
-
-try:
-    from micropython import const
-except ImportError:
-    def const(x):  # type: ignore[misc]  # CPython; the ESP32 has micropython.const
-        return x
+# ring, per-level states) are made up front or on configure(). The filters' scalar state
+# lives in one list (slots _ACC...) rather than a dozen attributes: every attribute name
+# costs the node a qstr-pool entry and an instance-dict slot.
 
 from array import array
 
+from micropython import const
+
 from firmware.ranger import tof_to_range_mm
-from protocol.messages import (
-    ALARM_CLEARED,
-    ALARM_CROSSED,
-    ALARM_PREDICTED,
-    ALARM_RATE,
-    FLAG_BLIP,
-    FLAG_BOX,
-    FLAG_GRADIENT,
-    FLAG_INVALID,
-    FLAG_MINRANGE,
-    FLAG_NOECHO,
-    FLAG_NOTEMP,
-    FLAG_RANGE,
-    FLAG_SHORT,
-    FLAG_ZERO,
-)
+from protocol import messages
 
 # Modes (public: the main loop logs them)
 DRY = const(0)
@@ -112,10 +95,25 @@ _RATE_MIN_SPAN_S = const(120)    # and the time they span: 3 points 30 s apart w
 _HIST_N = const(24)              # history ring: 5 min at rising_s 15 fits
 _QUIET_MS = const(600000)        # 10 min of dry readings before DRY
 _TICKS_MASK = const(0x3FFFFFFF)  # time.ticks_ms() period 2**30 on MicroPython
-_TIMING = ("lead_s", "hysteresis_mm", "rate_limit_ums", "dry_s", "wet_s", "rising_s")
+_TIMING = const(("lead_s", "hysteresis_mm", "rate_limit_ums", "dry_s", "wet_s", "rising_s"))
 _IDLE = const(0)                 # per-level alarm state
 _PRED = const(1)
 _CROSS = const(2)
+# Flood._s slots
+_ACC = const(0)         # last accepted depth (the filters' reference), None: none yet
+_ACC_T = const(1)       # its time
+_CAND = const(2)        # jump held by the blip filter, waiting for confirmation, or None
+_CAND_T = const(3)      # its time
+_BOX = const(4)         # plateau depth of a box (object), -1: none
+_GRAD = const(5)        # holding against a too-fast rise
+_HI = const(6)          # history ring: next slot
+_HN = const(7)          # history ring: entries held
+_KT = const(8)          # temperature of the cached conversion, None: none yet
+_KR = const(9)          # mm per _KREF_TOF_US at that temperature
+_RATE_OK = const(10)    # rate_ums is known
+_RAISED = const(11)     # the rate alarm is raised
+_WET_T = const(12)      # time of the last wet reading
+_WET_RUN = const(13)    # wet readings in a row
 
 
 def _dt(a, b):
@@ -124,60 +122,44 @@ def _dt(a, b):
     return (a - b) & _TICKS_MASK
 
 
-def _ums(d_mm, dt_ms):
-    # Rate in um/s of d_mm over dt_ms, in 0.1 s steps (stays within small ints).
-    return d_mm * 10000 // max(1, dt_ms // 100)
+def _ums(n, ms):
+    # Rate in um/s of n mm over ms, in 0.1 s steps (stays within small ints).
+    return n * 10000 // max(1, ms // 100)
 
 
 class Flood:
-    def __init__(self, settings):
+    # cfg: the settings dict (config.Config.values)
+    def __init__(self, cfg):
         self._buf = [0] * 7
-        self._ht = array("i", [0] * _HIST_N)    # history ring: times (ms mod 2**30)
-        self._hd = array("i", [0] * _HIST_N)    # and accepted depths (mm)
-        self._hi = 0                            # next slot
-        self._hn = 0                            # entries held
-        self.levels = []
+        # history ring of accepted readings: time (ms mod 2**30) at 2i, depth (mm) at 2i + 1
+        self._h = array("i", [0] * (2 * _HIST_N))
+        self._s = [None, 0, None, 0, -1, False, 0, 0, None, 0, False, False, 0, 0]  # type: list
+        self.levels_mm = []
         self._lvl = bytearray(0)                # _IDLE / _PRED / _CROSS per level
-        self.h0 = None
-        self._kt = None                         # temperature of the cached conversion
-        self._kr = 0                            # mm per _KREF_TOF_US at that temperature
+        self.h0_mm = None
         self.alarms = []
         self.mode = DRY
         self.rate_ums = 0
-        self._rate_ok = False
-        self._rate_raised = False
-        self._wet_t = 0
-        self._wet_run = 0
-        self._reset_filters()
         for k in _TIMING:
-            if settings.get(k) is None:
+            if cfg.get(k) is None:
                 raise ValueError("%s missing" % k)
-        self.lead_s = settings["lead_s"]
-        self.hysteresis_mm = settings["hysteresis_mm"]
-        self.rate_limit_ums = settings["rate_limit_ums"]
-        self.dry_s = settings["dry_s"]
-        self.wet_s = settings["wet_s"]
-        self.rising_s = settings["rising_s"]
-        self.configure(settings)
+        self.lead_s = cfg["lead_s"]
+        self.hysteresis_mm = cfg["hysteresis_mm"]
+        self.rate_limit_ums = cfg["rate_limit_ums"]
+        self.dry_s = cfg["dry_s"]
+        self.wet_s = cfg["wet_s"]
+        self.rising_s = cfg["rising_s"]
+        self.configure(cfg)
 
-    def _reset_filters(self):
-        self._acc = None      # last accepted depth (the filters' reference), None: none yet
-        self._acc_t = 0
-        self._cand = None     # jump held by the blip filter, waiting for confirmation
-        self._cand_t = 0
-        self._box = -1        # plateau depth of a box (object), -1: none
-        self._grad = False    # holding against a too-fast rise
-        self._hn = 0
-
-    def configure(self, settings):
+    def configure(self, cfg):
         # Full or partial settings; missing keys keep their value. A new H0 changes what
         # every stored depth means: history and filters restart (mode and alarms stay, the
         # next reading re-evaluates them). Alarm states follow their level's value.
-        g = settings.get
-        h0 = g("h0_mm", self.h0)
+        g = cfg.get
+        h0 = g("h0_mm", self.h0_mm)
         if h0 is not None and h0 <= 0:
             raise ValueError("h0_mm must be > 0")
-        new = list(g("levels_mm", self.levels))
+        new = list(g("levels_mm", self.levels_mm))
         for i in range(1, len(new)):
             if new[i] <= new[i - 1]:
                 raise ValueError("levels_mm must ascend")
@@ -191,39 +173,49 @@ class Flood:
         self.dry_s = g("dry_s", self.dry_s)
         self.wet_s = g("wet_s", self.wet_s)
         self.rising_s = g("rising_s", self.rising_s)
-        if h0 != self.h0:
-            self.h0 = h0
-            self._reset_filters()
+        if h0 != self.h0_mm:
+            self.h0_mm = h0
+            s = self._s
+            s[_ACC] = s[_CAND] = None
+            s[_ACC_T] = s[_CAND_T] = s[_HN] = 0
+            s[_BOX] = -1
+            s[_GRAD] = False
         n = g("burst", len(self._buf))
         if n > len(self._buf):
             self._buf = [0] * n
-        if new != self.levels:
-            old = self.levels
+        if new != self.levels_mm:
+            old = self.levels_mm
             st = bytearray(len(new))
             for i in range(len(new)):
                 for j in range(len(old)):
                     if old[j] == new[i]:
                         st[i] = self._lvl[j]
-            self.levels = new
+            self.levels_mm = new
             self._lvl = st
 
     def interval_s(self):
         # Seconds to the next reading: confirm a held jump quickly, else by mode.
-        if self._cand is not None or self._grad or self.mode == RISING:
+        s = self._s
+        if s[_CAND] is not None or s[_GRAD] or self.mode == RISING:
             return self.rising_s
         return self.dry_s if self.mode == DRY else self.wet_s
 
-    def reading(self, now_ms, tofs, n, temp_cc, min_tof_us):
-        now = now_ms & _TICKS_MASK
+    def reading(self, t, values, n, temp_cc, us):
+        # t: now in ms; values[0:n]: the burst's ping results (ranger codes); us: the
+        # ranger's minimum-range tof (MIN_TOF_US). Returns (depth_mm, range_mm, temp_cc,
+        # flags, q).
+        m = messages
+        s = self._s
+        now = t & _TICKS_MASK
         self.alarms.clear()
         buf = self._buf
         if n > len(buf):
             buf = self._buf = [0] * n
         # 1. classify the pings; insertion-sort the echoes into the preallocated buffer
         q = nz = nmin = necho = nmiss = 0
-        lim = (min_tof_us or 0) + _MINRANGE_TOL_US
+        lim = (us or 0) + _MINRANGE_TOL_US
         for i in range(n):
-            v = tofs[i]
+            v = values[i]
             if v is None:
                 nmiss += 1
             elif v == -1:
@@ -242,94 +234,94 @@ class Flood:
         flags = 0
         tc = temp_cc
         if tc is None:
-            flags = FLAG_NOTEMP
+            flags = m.FLAG_NOTEMP
             tc = _T20_CC
         # 2. median tof -> compensated range
         rng = 0
         if q:
             h = q >> 1
-            m = buf[h] if q & 1 else (buf[h - 1] + buf[h] + 1) >> 1
-            if tc != self._kt:
-                self._kt = tc
-                self._kr = tof_to_range_mm(_KREF_TOF_US, tc)
-            rng = (m * self._kr + _KREF_TOF_US // 2) // _KREF_TOF_US
+            mid = buf[h] if q & 1 else (buf[h - 1] + buf[h] + 1) >> 1
+            if tc != s[_KT]:
+                s[_KT] = tc
+                s[_KR] = tof_to_range_mm(_KREF_TOF_US, tc)
+            rng = (mid * s[_KR] + _KREF_TOF_US // 2) // _KREF_TOF_US
         if q * 2 <= n - nmiss:
             if nz and nz >= nmin and nz >= necho:
-                flags |= FLAG_ZERO
+                flags |= m.FLAG_ZERO
             elif nmin and nmin >= necho:
-                flags |= FLAG_MINRANGE
+                flags |= m.FLAG_MINRANGE
             elif necho:
-                flags |= FLAG_NOECHO
-            return 0, rng, temp_cc, flags | FLAG_INVALID, q
-        if self.h0 is None:     # not calibrated: the range alone helps the technician
-            return 0, rng, temp_cc, flags | FLAG_INVALID, q
+                flags |= m.FLAG_NOECHO
+            return 0, rng, temp_cc, flags | m.FLAG_INVALID, q
+        if self.h0_mm is None:     # not calibrated: the range alone helps the technician
+            return 0, rng, temp_cc, flags | m.FLAG_INVALID, q
         # 3. depth and the range filter
-        d = self.h0 - rng
+        d = self.h0_mm - rng
         if rng <= 0 or d < -_NEG_INVALID_MM:
-            return 0, rng, temp_cc, flags | FLAG_RANGE | FLAG_INVALID, q
+            return 0, rng, temp_cc, flags | m.FLAG_RANGE | m.FLAG_INVALID, q
         if d <= _DRY_MM:
             if d < -_DRY_MM:
-                flags |= FLAG_RANGE
+                flags |= m.FLAG_RANGE
             d = 0
         # blip, box, gradient: rep is what this reading reports; accepted: rep is a measurement
-        acc = self._acc
+        acc = s[_ACC]
         rep = d
         accepted = True
-        if self._box >= 0 and abs(d - self._box) <= _BOX_TOL_MM:
-            flags |= FLAG_BOX
+        if s[_BOX] >= 0 and abs(d - s[_BOX]) <= _BOX_TOL_MM:
+            flags |= m.FLAG_BOX
             rep = 0
         else:
-            self._box = -1
-            c = self._cand
-            self._cand = None
+            s[_BOX] = -1
+            c = s[_CAND]
+            s[_CAND] = None
             if acc is not None:
                 confirmed = c is not None and abs(d - c) <= _BLIP_MM
-                if abs(d - acc) > _BLIP_MM and not confirmed and not self._grad:
-                    self._cand = d
-                    self._cand_t = now
-                    flags |= FLAG_BLIP
+                if abs(d - acc) > _BLIP_MM and not confirmed and not s[_GRAD]:
+                    s[_CAND] = d
+                    s[_CAND_T] = now
+                    flags |= m.FLAG_BLIP
                     rep = acc
                     accepted = False
                 elif (confirmed and c is not None and acc == 0 and c > 0
                       and abs(d - c) <= _BOX_TOL_MM
-                      and 4 * _ums(abs(d - c), _dt(now, self._cand_t))
-                      < _ums(c, _dt(self._cand_t, self._acc_t))):
-                    self._box = d
-                    flags |= FLAG_BOX
+                      and 4 * _ums(abs(d - c), _dt(now, s[_CAND_T]))
+                      < _ums(c, _dt(s[_CAND_T], s[_ACC_T]))):
+                    s[_BOX] = d
+                    flags |= m.FLAG_BOX
                     rep = 0
-                elif _ums(d - acc, _dt(now, self._acc_t)) > _GRADIENT_UMS:
-                    self._grad = True
-                    flags |= FLAG_GRADIENT
+                elif _ums(d - acc, _dt(now, s[_ACC_T])) > _GRADIENT_UMS:
+                    s[_GRAD] = True
+                    flags |= m.FLAG_GRADIENT
                     rep = acc
                     accepted = False
                 else:
-                    self._grad = False
+                    s[_GRAD] = False
         # 4. history and rate
         if accepted:
-            self._acc = rep
-            self._acc_t = now
-            i = self._hi
-            self._ht[i] = now
-            self._hd[i] = rep
-            self._hi = (i + 1) % _HIST_N
-            if self._hn < _HIST_N:
-                self._hn += 1
+            s[_ACC] = rep
+            s[_ACC_T] = now
+            i = s[_HI]
+            self._h[2 * i] = now
+            self._h[2 * i + 1] = rep
+            s[_HI] = (i + 1) % _HIST_N
+            if s[_HN] < _HIST_N:
+                s[_HN] += 1
             self._rate(now)
         # short filter
         if rep > 0:
-            self._wet_run += 1
-            self._wet_t = now
+            s[_WET_RUN] += 1
+            s[_WET_T] = now
         else:
-            if 0 < self._wet_run <= 2:
-                flags |= FLAG_SHORT
-            self._wet_run = 0
+            if 0 < s[_WET_RUN] <= 2:
+                flags |= m.FLAG_SHORT
+            s[_WET_RUN] = 0
         # 5. alarms
         self._alarm(rep)
         # 6. mode
         r = self.rate_ums
         mode = self.mode
         if rep > 0:
-            if not self._rate_ok or r >= _RISING_UMS:
+            if not s[_RATE_OK] or r >= _RISING_UMS:
                 mode = RISING
             elif r <= -_RISING_UMS:
                 mode = RECEDING
@@ -337,39 +329,39 @@ class Flood:
                       or (mode == RECEDING and r <= -_RISING_UMS // 2)):
                 mode = WET
         elif mode != DRY:
-            mode = DRY if _dt(now, self._wet_t) >= _QUIET_MS else RECEDING
+            mode = DRY if _dt(now, s[_WET_T]) >= _QUIET_MS else RECEDING
         self.mode = mode
         return rep, rng, temp_cc, flags, q
 
-    def _rate(self, now):
+    def _rate(self, t):
         # Least-squares slope of depth against time over the window, newest first. x is the
         # age in s; centring on the integer means keeps the sums small.
-        ht = self._ht
-        hd = self._hd
+        h = self._h
+        s = self._s
         win = max(_RATE_WINDOW_S, 3 * self.wet_s)
         k = sx = sy = span = 0
-        i = self._hi
-        for _ in range(self._hn):
+        i = s[_HI]
+        for _ in range(s[_HN]):
             i = (i - 1) % _HIST_N
-            x = (_dt(now, ht[i]) + 500) // 1000
+            x = (_dt(t, h[2 * i]) + 500) // 1000
             if x > win:
                 break
             k += 1
             sx += x
-            sy += hd[i]
+            sy += h[2 * i + 1]
             span = x
+        s[_RATE_OK] = False
+        self.rate_ums = 0
         if k < _RATE_MIN_N or span < _RATE_MIN_SPAN_S:
-            self.rate_ums = 0
-            self._rate_ok = False
             return
         cx = sx // k
         cy = sy // k
         sxx = sxy = ax = ay = 0
-        i = self._hi
+        i = s[_HI]
         for _ in range(k):
             i = (i - 1) % _HIST_N
-            dx = (_dt(now, ht[i]) + 500) // 1000 - cx
-            dy = hd[i] - cy
+            dx = (_dt(t, h[2 * i]) + 500) // 1000 - cx
+            dy = h[2 * i + 1] - cy
             sxx += dx * dx
             sxy += dx * dy
             ax += dx
@@ -377,42 +369,42 @@ class Flood:
         sxx -= ax * ax // k
         sxy -= ax * ay // k
         if sxx <= 0:
-            self.rate_ums = 0
-            self._rate_ok = False
             return
         # x counts backwards in time: the rise is minus the slope against x
         self.rate_ums = -(sxy * 1000 // sxx)
-        self._rate_ok = True
+        s[_RATE_OK] = True
 
     def _alarm(self, d):
+        m = messages
+        s = self._s
         out = self.alarms
         r = self.rate_ums
-        ok = self._rate_ok
+        ok = s[_RATE_OK]
         lim = self.rate_limit_ums
         if lim > 0:
-            if not self._rate_raised and ok and r >= lim:
-                out.append((ALARM_RATE, 0, d, r, None))
-                self._rate_raised = True
-            elif self._rate_raised and r < lim // 2:
-                self._rate_raised = False
-        levels = self.levels
+            if not s[_RAISED] and ok and r >= lim:
+                out.append((m.ALARM_RATE, 0, d, r, None))
+                s[_RAISED] = True
+            elif s[_RAISED] and r < lim // 2:
+                s[_RAISED] = False
+        levels = self.levels_mm
         st = self._lvl
         low = self.hysteresis_mm
         for i in range(len(levels)):
             lv = levels[i]
-            s = st[i]
+            x = st[i]
             if d >= lv:
-                if s != _CROSS:
-                    out.append((ALARM_CROSSED, lv, d, r, None))
+                if x != _CROSS:
+                    out.append((m.ALARM_CROSSED, lv, d, r, None))
                     st[i] = _CROSS
-            elif s == _CROSS:
+            elif x == _CROSS:
                 if d < lv - low or d == 0:
-                    out.append((ALARM_CLEARED, lv, d, r, None))
+                    out.append((m.ALARM_CLEARED, lv, d, r, None))
                     st[i] = _IDLE
-            elif s == _PRED:
+            elif x == _PRED:
                 if d == 0 or (d < lv - low and r <= 0):
-                    out.append((ALARM_CLEARED, lv, d, r, None))
+                    out.append((m.ALARM_CLEARED, lv, d, r, None))
                     st[i] = _IDLE
             elif ok and r >= _RISING_UMS and d * 1000 + r * self.lead_s >= lv * 1000:
-                out.append((ALARM_PREDICTED, lv, d, r, (lv - d) * 1000 // r))
+                out.append((m.ALARM_PREDICTED, lv, d, r, (lv - d) * 1000 // r))
                 st[i] = _PRED

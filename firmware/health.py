@@ -1,4 +1,5 @@
-# Boot bookkeeping, the watchdog supervisor, and the numbers health frames carry.
+# Boot bookkeeping, the watchdog supervisor, and the numbers health frames carry (the
+# status bits are main.py's, where the tasks that set them are wired).
 #
 # Boot: /boot.json holds the boot counter (the `boot` of every frame: it must never repeat,
 # so it is written, atomically, before the first frame of a boot) and boots counted per
@@ -12,53 +13,37 @@
 # that hangs or dies therefore gets the node reset by the hardware; a task that is merely
 # slow gets the limit it declared.
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):  # type: ignore[misc]  # CPython; the ESP32 has micropython.const
-        return x
-
 import gc
 import json
 import os
-import struct
 import time
 
 import machine
+from micropython import const
 
 from firmware import log
 
-_RTC_MAGIC = b"RSb1"
+_RTC_MAGIC = const(b"RSb1")
 _SAFE_AFTER = const(3)
 _STABLE_MS = const(600000)      # 10 minutes without a reset: the boot loop is over
 _CAUSES = const(8)
-
-# health.status bits (SPEC 5.4.7)
-SAFE_MODE = const(0x01)
-CONFIG_ERROR = const(0x02)
-FLOOD_FAILED = const(0x04)
-TEMP_FAILED = const(0x08)
-MAG_A_FAILED = const(0x10)
-MAG_B_FAILED = const(0x20)
-CLOCK_UNSYNCED = const(0x40)
-
-
-def reset_cause():
-    # machine.reset_cause() as a SPEC 5.4.5 code (the ESP32 constants are 1..5 already).
-    try:
-        c = machine.reset_cause()
-    except Exception:
-        return 0
-    return c if 0 <= c < _CAUSES else 0
+# Supervisor.tasks entries: [name, limit ms, last beat ms]
+_NAME = const(0)
+_LIMIT = const(1)
+_LAST = const(2)
 
 
 class Boot:
     def __init__(self, path="/boot.json"):
         self.path = path
         self.boot = 0
-        self.cause = reset_cause()
+        # machine.reset_cause() as a SPEC 5.4.5 code (the ESP32 constants are 1..5 already)
+        try:
+            c = machine.reset_cause()
+        except Exception:
+            c = 0
+        self.cause = c if 0 <= c < _CAUSES else 0
         self.resets = [0] * _CAUSES
-        self.loops = 0          # consecutive early resets (boot loop)
         self.safe = False
         self._rtc = machine.RTC()
         self._stable = False
@@ -84,58 +69,49 @@ class Boot:
         except OSError:
             pass
         os.rename(tmp, self.path)
+        # RTC memory: the magic, then the count of consecutive early resets (boot loop).
         mem = self._rtc.memory()
-        if len(mem) >= 5 and mem[0:4] == _RTC_MAGIC:
-            self.loops = mem[4]
+        loops = mem[4] if len(mem) >= 5 and mem[0:4] == _RTC_MAGIC else 0
         # Watchdog bites and software resets (crash handler) before _STABLE_MS count as a
         # loop; power-on, reset pin and deep-sleep wakes start afresh.
-        if self.cause in (machine.WDT_RESET, machine.SOFT_RESET):
-            self.loops = min(self.loops + 1, 255)
-        else:
-            self.loops = 0
-        self._save_loops()
-        self.safe = self.loops >= _SAFE_AFTER
+        early = self.cause in (machine.WDT_RESET, machine.SOFT_RESET)
+        loops = min(loops + 1, 255) if early else 0
+        self._rtc.memory(_RTC_MAGIC + bytes((loops,)))
+        self.safe = loops >= _SAFE_AFTER
         log.info("boot", "boot %d, reset cause %d, early resets %d%s", self.boot, self.cause,
-                 self.loops, ", SAFE MODE" if self.safe else "")
+                 loops, ", SAFE MODE" if self.safe else "")
 
-    def _save_loops(self):
-        self._rtc.memory(_RTC_MAGIC + struct.pack("B", self.loops))
-
-    def check_stable(self, uptime_ms):
-        # After _STABLE_MS the boot loop is over. Returns True once, when that happens in
-        # safe mode (the caller then resets to try the full firmware again).
-        if self._stable or uptime_ms < _STABLE_MS:
+    def check_stable(self, ms):
+        # ms: uptime. After _STABLE_MS the boot loop is over. Returns True once, when that
+        # happens in safe mode (the caller then resets to try the full firmware again).
+        if self._stable or ms < _STABLE_MS:
             return False
         self._stable = True
-        self.loops = 0
-        self._save_loops()
+        self._rtc.memory(_RTC_MAGIC + b"\0")       # no early resets in a row
         log.info("boot", "stable")
         return self.safe
 
 
 class Supervisor:
-    # Feeds the watchdog while every task beats within its limit.
-    def __init__(self, timeout_ms=8000):
-        self.names = []
-        self.limits = []
-        self.last = []
-        self.timeout_ms = timeout_ms
+    # Feeds the watchdog while every task beats within its limit. timeout: the watchdog's,
+    # in ms.
+    def __init__(self, timeout=8000):
+        self.tasks = []
+        self.timeout = timeout
         self.wdt = None
         self.heap_min = 0x7FFFFFFF
         self.stalled = None
 
-    def register(self, name, limit_ms):
-        # Returns the task's index for beat().
-        self.names.append(name)
-        self.limits.append(limit_ms)
-        self.last.append(time.ticks_ms())
-        return len(self.names) - 1
+    def register(self, name, ms):
+        # A task that must beat at least every ms. Returns its index for beat().
+        self.tasks.append([name, ms, time.ticks_ms()])
+        return len(self.tasks) - 1
 
     def beat(self, i):
-        self.last[i] = time.ticks_ms()
+        self.tasks[i][_LAST] = time.ticks_ms()
 
     def start(self):
-        self.wdt = machine.WDT(timeout=self.timeout_ms)
+        self.wdt = machine.WDT(timeout=self.timeout)
 
     def check(self):
         # Once a second: heap low-water mark of live data (after a collection, so garbage
@@ -145,12 +121,14 @@ class Supervisor:
         free = gc.mem_free()
         self.heap_min = min(self.heap_min, free)
         now = time.ticks_ms()
-        for i in range(len(self.names)):
-            if time.ticks_diff(now, self.last[i]) > self.limits[i]:
+        for i in range(len(self.tasks)):
+            t = self.tasks[i]
+            late = time.ticks_diff(now, t[_LAST])
+            if late > t[_LIMIT]:
                 if self.stalled != i:
                     self.stalled = i
                     log.error("watchdog", "task %s stalled %d ms: letting the watchdog bite",
-                              self.names[i], time.ticks_diff(now, self.last[i]))
+                              t[_NAME], late)
                 return False
         self.stalled = None
         if self.wdt is not None:
@@ -158,11 +136,12 @@ class Supervisor:
         return True
 
 
-def battery_mv(adc, divider):
-    # Battery or supply voltage in mV from the ADC (µV at the pin), None if not measured.
+def battery_mv(adc, board):
+    # Battery or supply voltage in mV from the ADC (µV at the pin, behind the board's
+    # BATTERY_DIVIDER), None if not measured.
     if adc is None:
         return None
     try:
-        return adc.read_uv() * divider // 1000
+        return adc.read_uv() * board.BATTERY_DIVIDER // 1000
     except Exception:
         return None

@@ -3,52 +3,48 @@
 # The console (UART0 / USB) is for people; frames to the gateway go on another UART, so a
 # log line can never corrupt a frame. No logging module on a 64 KB heap: print with %
 # arguments formatted only when the level is enabled.
-
-try:
-    from micropython import const
-except ImportError:
-    def const(x):  # type: ignore[misc]  # CPython; the ESP32 has micropython.const
-        return x
+#
+# Levels are the numbers of config key `log`: 10 debug, 20 info, 30 warn, 40 error; `level`
+# (set by main from the config) is the lowest one printed. The firmware has no debug lines
+# today: each name costs heap (a qstr-pool entry, a function object), so only the levels in
+# use have a function. A line's letter is "DIWE"[level // 10 - 1].
 
 import time
 
-DEBUG = const(10)
-INFO = const(20)
-WARN = const(30)
-ERROR = const(40)
+from micropython import const
 
-level = INFO
+_INFO = const(20)
+_WARN = const(30)
+_ERROR = const(40)
+
+level = _INFO
 _t0 = time.ticks_ms()
-_LETTER = {DEBUG: "D", INFO: "I", WARN: "W", ERROR: "E"}
 
 
-def _emit(lvl, tag, fmt, args):
-    if lvl < level:
+def _emit(n, tag, text, args):
+    # n: the line's level
+    if n < level:
         return
     ms = time.ticks_diff(time.ticks_ms(), _t0)
     try:
-        text = fmt % args if args else fmt
+        text = text % args if args else text
     except Exception:       # a bad format string must never take the node down
-        text = fmt + " " + repr(args)
-    print("%s %4d.%03d %s: %s" % (_LETTER[lvl], ms // 1000, ms % 1000, tag, text))
+        text = text + " " + repr(args)
+    print("%s %4d.%03d %s: %s" % ("DIWE"[n // 10 - 1], ms // 1000, ms % 1000, tag, text))
 
 
-def debug(tag, fmt, *args):
-    _emit(DEBUG, tag, fmt, args)
+def info(tag, text, *args):
+    _emit(_INFO, tag, text, args)
 
 
-def info(tag, fmt, *args):
-    _emit(INFO, tag, fmt, args)
+def warn(tag, text, *args):
+    _emit(_WARN, tag, text, args)
 
 
-def warn(tag, fmt, *args):
-    _emit(WARN, tag, fmt, args)
+def error(tag, text, *args):
+    _emit(_ERROR, tag, text, args)
 
 
-def error(tag, fmt, *args):
-    _emit(ERROR, tag, fmt, args)
-
-
-def exc(tag, what, e):
+def exc(tag, text, e):
     # An exception with its type, on one line (tracebacks cost heap and flood the console).
-    _emit(ERROR, tag, "%s: %s %s", (what, type(e).__name__, e))
+    _emit(_ERROR, tag, "%s: %s %s", (text, type(e).__name__, e))

@@ -11,22 +11,17 @@
 # node reset, by the watchdog. Safe mode (after a boot loop) runs without traffic.
 # /main.py on the board is two lines: `from firmware import main` and `main.run()`.
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):  # type: ignore[misc]  # CPython; the ESP32 has micropython.const
-        return x
-
 import asyncio
 import gc
 import time
 
 import machine
+from micropython import const
 
 from firmware import VERSION, config, health, log
 from firmware.store import Store
 from firmware.uplink import Clock, Uplink
-from protocol import messages as m
+from protocol import messages
 
 _LINK_MS = const(20)
 _PING_GAP_MS = const(150)       # FloodNet: pings 150 ms apart (field.md)
@@ -35,6 +30,15 @@ _FIRST_HEALTH_MS = const(10000)
 # Without a fresh DS18B20 reading the last one is used for this long, then 20 C: 20 C at
 # 35 C air is 78 mm off at 3 m (field.md); the last reading is off by what the air changed.
 _TEMP_STALE_MS = const(1800000)
+
+# health.status bits (SPEC 5.4.7)
+_SAFE_MODE = const(0x01)
+_CONFIG_ERROR = const(0x02)
+_FLOOD_FAILED = const(0x04)
+_TEMP_FAILED = const(0x08)
+_MAG_A_FAILED = const(0x10)
+_MAG_B_FAILED = const(0x20)
+_CLOCK_UNSYNCED = const(0x40)
 
 
 class Node:
@@ -45,8 +49,7 @@ class Node:
         self.sup = health.Supervisor(_WDT_MS)
         self.clock = Clock()
         self.status = 0
-        self._temp = None
-        self._temp_ms = time.ticks_ms()
+        self._temp = None       # (the last good air temperature, its ticks_ms) or None
 
     # -- boot --------------------------------------------------------------------------
 
@@ -55,10 +58,10 @@ class Node:
         if cfg.error:
             log.error("config", "%s: running with defaults for it; fix /config.json or "
                       "send a config frame", cfg.error)
-            self.status |= health.CONFIG_ERROR
+            self.status |= _CONFIG_ERROR
         self.boot.start()
         if self.boot.safe:
-            self.status |= health.SAFE_MODE
+            self.status |= _SAFE_MODE
         try:
             b = __import__(cfg.module_name(), None, None, ("NAME",))
         except ImportError:
@@ -66,7 +69,7 @@ class Node:
             log.error("config", "no board module %s: using the ESP32 DevKitC pin map",
                       cfg.module_name())
             b = __import__("boards.esp32_devkitc", None, None, ("NAME",))
-            self.status |= health.CONFIG_ERROR
+            self.status |= _CONFIG_ERROR
         self.board = b
         node = cfg.get("node")
         if node is None:
@@ -82,11 +85,9 @@ class Node:
         log.info("node", "node %d boot %d fw %s board %s; %d frames held from earlier boots",
                  node, self.boot.boot, VERSION, b.NAME, held)
         self.hello()
-        self._sensors(b)
-
-    def _sensors(self, b):
+        # the sensors
         from firmware import flood, ranger
-        s = self.cfg.settings()
+        s = cfg.values
         self.flood = flood.Flood(s)
         try:
             self.ranger = ranger.make_ranger(b)
@@ -103,27 +104,26 @@ class Node:
         self.adc = adc
         self.traffic = None
         if s["traffic"] and not self.boot.safe:
-            from firmware import qmc5883l, traffic
-            self.mags = qmc5883l.make_magnetometers(b)
+            from firmware import traffic
             self.traffic = traffic.Traffic(s)
 
     def hello(self):
         c = self.cfg
-        self.link.send(m.Hello, (VERSION, c.get("board"), self.boot.cause, c.digest(),
-                                 c.error), 1)
+        self.link.send(messages.Hello, (VERSION, c.get("board"), self.boot.cause,
+                                        c.digest(), c.error), 1)
 
     def on_config(self, cfg):
         n = self.cfg.apply_wire(cfg)
         if self.cfg.error:
             log.error("config", "config frame refused in part: %s", self.cfg.error)
-            self.status |= health.CONFIG_ERROR
+            self.status |= _CONFIG_ERROR
         else:
-            self.status &= ~health.CONFIG_ERROR
+            self.status &= ~_CONFIG_ERROR
         try:
             self.cfg.save()
         except OSError as e:
             log.exc("config", "save", e)
-        s = self.cfg.settings()
+        s = self.cfg.values
         self.flood.configure(s)
         if self.traffic is not None:
             self.traffic.configure(s)
@@ -170,39 +170,42 @@ class Node:
                     self.sup.beat(i)
                     await asyncio.sleep_ms(gap)
                 temp = self.temp.read_cc()
-                self._flag(health.TEMP_FAILED, temp is None)
+                self._flag(_TEMP_FAILED, temp is None)
                 now = time.ticks_ms()
                 stale = False
+                last = self._temp
                 if temp is not None:
-                    self._temp = temp
-                    self._temp_ms = now
-                elif self._temp is not None and \
-                        time.ticks_diff(now, self._temp_ms) < _TEMP_STALE_MS:
-                    temp = self._temp       # air temperature changes slowly: keep the last
+                    self._temp = (temp, now)
+                elif last is not None and time.ticks_diff(now, last[1]) < _TEMP_STALE_MS:
+                    temp = last[0]          # air temperature changes slowly: keep the last
                     stale = True
                 f = self.flood
                 d = f.reading(now, tofs, n, temp, r.MIN_TOF_US if r is not None else 0)
                 if stale:
-                    d = (d[0], d[1], d[2], d[3] | m.FLAG_NOTEMP, d[4])
-                self._flag(health.FLOOD_FAILED, d[3] & m.FLAG_INVALID)
+                    d = (d[0], d[1], d[2], d[3] | messages.FLAG_NOTEMP, d[4])
+                self._flag(_FLOOD_FAILED, d[3] & messages.FLAG_INVALID)
                 t = self.clock.t()
                 for a in f.alarms:
-                    self.link.send(m.Alarm, (t, a[0], a[1], a[2], a[3], a[4]), 1)
+                    self.link.send(messages.Alarm, (t, a[0], a[1], a[2], a[3], a[4]), 1)
                     log.warn("flood", "alarm %d level %d mm depth %d mm", a[0], a[1], a[2])
                 f.alarms.clear()
-                self.link.send(m.Flood, (t, d[0], d[1], d[2], d[3], d[4]))
+                self.link.send(messages.Flood, (t, d[0], d[1], d[2], d[3], d[4]))
                 log.info("flood", "depth %d mm range %d mm flags 0x%x q %d mode %d", d[0],
                          d[1], d[3], d[4], f.mode)
                 wait = f.interval_s() * 1000 - n * gap
             except Exception as e:
                 log.exc("flood", "reading", e)
-                self._flag(health.FLOOD_FAILED, True)
+                self._flag(_FLOOD_FAILED, True)
                 wait = 5000
             await self._sleep_beating(i, max(wait, 100))
 
-    async def _traffic_loop(self, tr):
+    async def _traffic_loop(self):
+        tr = self.traffic
+        if tr is None:
+            return
         i = self.sup.register("traffic", 3000)
-        ma, mb = self.mags
+        from firmware import qmc5883l
+        ma, mb = qmc5883l.make_magnetometers(self.board)
         a = [0, 0, 0]
         b = [0, 0, 0]
         start = time.ticks_ms()
@@ -210,8 +213,8 @@ class Node:
         beat = 0
         while True:
             now = time.ticks_ms()
-            ga = self._mag(ma, a, health.MAG_A_FAILED)
-            gb = self._mag(mb, b, health.MAG_B_FAILED)
+            ga = self._mag(ma, a, _MAG_A_FAILED)
+            gb = self._mag(mb, b, _MAG_B_FAILED)
             tr.sample(now, a if ga else None, b if gb else None)
             window = self.cfg.get("traffic_window_s")
             if time.ticks_diff(now, start) >= window * 1000:
@@ -219,7 +222,7 @@ class Node:
                 # The window's start in node time, read now: right even if the clock was
                 # set during the window (the first window after a boot).
                 t_start = max(0, self.clock.t() - time.ticks_diff(now, start) // 1000)
-                self.link.send(m.Traffic, (t_start, window, c[0], c[1], c[2], c[3]))
+                self.link.send(messages.Traffic, (t_start, window, c[0], c[1], c[2], c[3]))
                 log.info("traffic", "%d vehicles, occupancy %d/1000, speed %s mm/s", c[0],
                          c[1], c[2])
                 start = now
@@ -231,18 +234,19 @@ class Node:
             late = time.ticks_diff(time.ticks_ms(), now)
             await asyncio.sleep_ms(max(period - late, 0))
 
-    def _mag(self, dev, out, bit):
-        # True if out holds a sample of this sensor (a new one, or the last one when the
+    def _mag(self, s, out, flags):
+        # True if out holds a sample of magnetometer s (a new one, or the last one when the
         # sensor had nothing new: it runs at 200 Hz, faster than mag_hz, so that is rare).
-        if dev is None:
-            self.status |= bit
+        # flags: its status bit, set while it fails.
+        if s is None:
+            self.status |= flags
             return False
         try:
-            dev.read_mg(out)
-            self.status &= ~bit
+            s.read_mg(out)
+            self.status &= ~flags
             return True
         except OSError:
-            self.status |= bit
+            self.status |= flags
             return False
 
     async def _health_loop(self):
@@ -260,11 +264,11 @@ class Node:
         free = gc.mem_free()
         sup = self.sup
         sup.heap_min = min(sup.heap_min, free)
-        self._flag(health.CLOCK_UNSYNCED, not self.clock.synced)
+        self._flag(_CLOCK_UNSYNCED, not self.clock.synced)
         lk = self.link
-        self.link.send(m.Health, (
+        self.link.send(messages.Health, (
             self.clock.t(), self.clock.uptime_s(), free, sup.heap_min, self.boot.resets,
-            health.battery_mv(self.adc, self.board.BATTERY_DIVIDER), self.store.pending(),
+            health.battery_mv(self.adc, self.board), self.store.pending(),
             self.store.dropped + lk.dropped, lk.counts, self.status))
 
     async def _watchdog_loop(self):
@@ -277,18 +281,24 @@ class Node:
                 machine.reset()
             await asyncio.sleep_ms(1000)
 
-    def _flag(self, bit, on):
+    def _flag(self, flags, on):
+        # Sets (on) or clears status bits.
         if on:
-            self.status |= bit
+            self.status |= flags
         else:
-            self.status &= ~bit
+            self.status &= ~flags
 
     async def main(self):
-        tasks = [self._link_loop(), self._flood_loop(), self._health_loop(),
-                 self._watchdog_loop()]
+        # The loops as tasks, the watchdog's in this one. Not asyncio.gather: its module
+        # would cost the heap a kilobyte. A task that dies stops beating and the watchdog
+        # resets the node.
+        task = asyncio.create_task
+        task(self._link_loop())
+        task(self._flood_loop())
+        task(self._health_loop())
         if self.traffic is not None:
-            tasks.append(self._traffic_loop(self.traffic))
-        await asyncio.gather(*tasks)
+            task(self._traffic_loop())
+        await self._watchdog_loop()
 
 
 def run():

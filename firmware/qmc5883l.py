@@ -15,15 +15,10 @@
 # The bus comes in from outside (QMC5883L(i2c)), so the shared tests drive a fake one;
 # make_magnetometers() builds the two buses from the board module through `machine`.
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):  # type: ignore[misc]  # CPython; the ESP32 has micropython.const
-        return x
-
 from time import sleep_ms
 
 import machine
+from micropython import const
 
 _ADDR = const(0x0D)
 _REG_DATA = const(0x00)
@@ -52,18 +47,18 @@ class QMC5883L:
     DOR = 0x04
 
     def __init__(self, i2c, addr=_ADDR):
-        self._i2c = i2c
+        self.i2c = i2c
         self.addr = addr
-        self._data = bytearray(6)
-        self._reg = bytearray(1)
-        self.status = 0         # the status byte of the last read_mg()
+        self._buf = bytearray(6)    # X, Y, Z
+        self._b = bytearray(1)      # one register
+        self.status = 0             # the status byte of the last read_mg()
 
     def init(self):
         # Reset and start continuous 200 Hz sampling at 8 G, OSR 512. Raises OSError when
         # nothing answers (ENODEV from the bus) or the chip id is not a QMC5883L's.
-        i2c = self._i2c
+        i2c = self.i2c
         addr = self.addr
-        reg = self._reg
+        reg = self._b
         i2c.readfrom_mem_into(addr, _REG_CHIP_ID, reg)
         if reg[0] != _CHIP_ID:
             raise OSError(_ENODEV)
@@ -79,14 +74,14 @@ class QMC5883L:
         # Fill out[0..2] (a list or array of 3) with X, Y, Z in milligauss, rounded to the
         # nearest; False (out untouched) when no new sample is ready. Allocates nothing;
         # a bus error (OSError) propagates so the caller can count and re-init.
-        i2c = self._i2c
-        reg = self._reg
+        i2c = self.i2c
+        reg = self._b
         i2c.readfrom_mem_into(self.addr, _REG_STATUS, reg)
         st = reg[0]
         self.status = st
         if not st & _ST_DRDY:
             return False
-        d = self._data
+        d = self._buf
         i2c.readfrom_mem_into(self.addr, _REG_DATA, d)
         for i in range(3):
             v = d[2 * i] | (d[2 * i + 1] << 8)
@@ -99,17 +94,17 @@ class QMC5883L:
 def make_magnetometers(board):
     # (a, b): the board's two magnetometers, each initialised on its own bus, or None for
     # one that is missing or fails to start. Never raises.
-    return _open(board, "A"), _open(board, "B")
-
-
-def _open(board, which):
-    try:
-        bus = getattr(board, "MAG_%s_I2C" % which)
-        scl = getattr(board, "MAG_%s_SCL" % which)
-        sda = getattr(board, "MAG_%s_SDA" % which)
-        pin = machine.Pin
-        mag = QMC5883L(machine.I2C(bus, scl=pin(scl), sda=pin(sda), freq=_I2C_HZ))
-        mag.init()
-        return mag
-    except Exception:
-        return None
+    mags = [None, None]  # type: list
+    for i in range(2):
+        try:
+            if i:
+                bus, scl, sda = board.MAG_B_I2C, board.MAG_B_SCL, board.MAG_B_SDA
+            else:
+                bus, scl, sda = board.MAG_A_I2C, board.MAG_A_SCL, board.MAG_A_SDA
+            pin = machine.Pin
+            mag = QMC5883L(machine.I2C(bus, scl=pin(scl), sda=pin(sda), freq=_I2C_HZ))
+            mag.init()
+            mags[i] = mag
+        except Exception:
+            pass
+    return mags[0], mags[1]

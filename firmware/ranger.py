@@ -13,16 +13,11 @@
 # Hardware goes through the module globals machine, onewire and ds18x20 (and ticks_ms), so the
 # shared tests can put small fakes there; the firmware never replaces them.
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):  # type: ignore[misc]  # CPython; the ESP32 has micropython.const
-        return x
-
 import math
 from time import sleep_us, ticks_diff, ticks_ms
 
 import machine
+from micropython import const
 
 try:
     import ds18x20
@@ -45,6 +40,7 @@ _MB_CHUNK_B = const(32)
 _MB_MAX_READS = const(128)      # 4 KB per ping at most; a backlog larger than that waits
 
 # DS18B20
+_CONVERSION_MS = const(750)     # from AirTemp.start() to read_cc()
 _RESCAN_MS = const(60000)       # look for an absent sensor at most once a minute
 _MAX_FAILS = const(3)           # consecutive bad reads before the sensor is searched afresh
 _POWER_ON_CC = const(8500)      # scratchpad value before the first conversion (85.0 C)
@@ -52,16 +48,16 @@ _MIN_CC = const(-5500)          # DS18B20 measuring range -55..+125 C
 _MAX_CC = const(12500)
 
 
-def tof_to_range_mm(tof_us, temp_cc=None):
-    # Range in mm (rounded) for a round-trip time of flight, with the speed of sound at the
+def tof_to_range_mm(us, temp_cc=None):
+    # Range in mm (rounded) for a round-trip time of flight of us, with the speed of sound at the
     # air temperature in hundredths of C (None: 20 C). c(T) = 331.3 * sqrt(1 + T / 273.15)
     # m/s, which is also mm per ms: range = tof_us * c / 2000. Single-precision floats (the
     # ESP32's) keep this within 0.01 mm up to 6 m. Fault and no-echo codes (<= 0) pass through.
-    if tof_us <= 0:
-        return tof_us
+    if us <= 0:
+        return us
     t = 20.0 if temp_cc is None else temp_cc / 100
     c = 331.3 * math.sqrt(1.0 + t / 273.15)
-    return int(tof_us * c / 2000 + 0.5)
+    return int(us * c / 2000 + 0.5)
 
 
 class SR04T:
@@ -74,10 +70,11 @@ class SR04T:
         # Before a burst: nothing to do, each ping triggers its own measurement.
         pass
 
-    def __init__(self, trig_pin_no, echo_pin_no):
+    def __init__(self, tx, rx):
+        # tx: the trigger pin number (out), rx: the echo pin number (in)
         pin = machine.Pin
-        self._trig = pin(trig_pin_no, pin.OUT, value=0)
-        self._echo = pin(echo_pin_no, pin.IN)
+        self._trig = pin(tx, pin.OUT, value=0)
+        self._rx = pin(rx, pin.IN)
 
     def ping(self):
         # One measurement, blocking for up to 80 ms (40 ms for the echo to rise, 40 ms high).
@@ -87,7 +84,7 @@ class SR04T:
         trig.value(1)
         sleep_us(_TRIG_US)
         trig.value(0)
-        us = machine.time_pulse_us(self._echo, 1, _ECHO_TIMEOUT_US)
+        us = machine.time_pulse_us(self._rx, 1, _ECHO_TIMEOUT_US)
         if us == -2:            # the echo never rose: wiring or sensor fault
             return 0
         if us < 0 or us >= _NO_ECHO_US:     # -1: still high at the timeout
@@ -103,28 +100,28 @@ class MB7389:
     MIN_TOF_US = 1747       # its minimum reading, 300 mm, at its 343.4 m/s
     GAP_MS = 170            # it reads 6-7 times a second: each ping waits for a fresh one
 
-    def __init__(self, uart_id, rx_pin_no):
-        self._uart = machine.UART(uart_id, baudrate=_MB_BAUD, rx=rx_pin_no, rxbuf=256,
-                                  timeout=0)
+    def __init__(self, id, rx):
+        # id: the UART, rx: its RX pin number
+        self.uart = machine.UART(id, baudrate=_MB_BAUD, rx=rx, rxbuf=256, timeout=0)
         self._buf = bytearray(_MB_CHUNK_B)
-        self._ndig = -1         # digits seen since an 'R'; -1 outside a reading
-        self._acc = 0           # their value so far (a line may straddle two pings)
+        # [digits seen since an 'R' (-1 outside a reading), their value so far]: a line may
+        # straddle two pings
+        self._s = [-1, 0]
 
     def begin(self):
         # Before a burst: throw away what waited in the receive buffer. After a sleep longer
         # than the buffer holds (256 B = 42 readings = 6 s) the UART has dropped the newest
         # bytes, not the oldest: what is left is stale and would be the burst's first ping.
-        while self._uart.readinto(self._buf):
+        while self.uart.readinto(self._buf):
             pass
-        self._ndig = -1
+        self._s[0] = -1
 
     def ping(self):
         # The tof of the newest complete "R####\r" received since the last call, or None.
         # Anything else (the power-on banner, line noise, a short or long number) is skipped.
-        uart = self._uart
+        uart = self.uart
         buf = self._buf
-        ndig = self._ndig
-        acc = self._acc
+        ndig, acc = self._s
         mm = -1
         for _ in range(_MB_MAX_READS):
             n = uart.readinto(buf)
@@ -145,8 +142,8 @@ class MB7389:
                     ndig = -1
             if n < _MB_CHUNK_B:
                 break
-        self._ndig = ndig
-        self._acc = acc
+        self._s[0] = ndig
+        self._s[1] = acc
         if mm < 0:
             return None
         if mm == 0:
@@ -158,19 +155,17 @@ class MB7389:
 
 class AirTemp:
     # DS18B20 on a 1-Wire pin (powered, not parasitic; 4.7 kOhm pull-up), shaded air.
-    # start() begins a conversion; read_cc(), CONVERSION_MS later, gives hundredths of C or
+    # start() begins a conversion; read_cc(), _CONVERSION_MS later, gives hundredths of C or
     # None. Never raises: without a sensor the node measures uncompensated (20 C).
-    CONVERSION_MS = 750
-
-    def __init__(self, pin_no):
+    def __init__(self, pin):
+        # pin: the 1-Wire pin number
         self._rom = None
-        self._scanned = False
-        self._scan_ms = ticks_ms()
+        self._scan_ms = None    # when the bus was last searched, None: never
         self._fails = 0
         self._pending = False
         ds = None
         try:
-            ds = ds18x20.DS18X20(onewire.OneWire(machine.Pin(pin_no)))
+            ds = ds18x20.DS18X20(onewire.OneWire(machine.Pin(pin)))
         except Exception:       # no driver or no such pin
             pass
         self._ds = ds
@@ -185,9 +180,8 @@ class AirTemp:
         try:
             if self._rom is None:
                 now = ticks_ms()
-                if self._scanned and ticks_diff(now, self._scan_ms) < _RESCAN_MS:
+                if self._scan_ms is not None and ticks_diff(now, self._scan_ms) < _RESCAN_MS:
                     return False
-                self._scanned = True
                 self._scan_ms = now
                 roms = ds.scan()
                 if not roms:

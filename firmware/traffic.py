@@ -38,25 +38,26 @@
 # during its first second is learned as background: up to max_presence_s of false occupancy
 # follow, and that vehicle is not counted.
 #
-# Defaults (engineering choices, all configurable): mag_on 40 mG and mag_off 20 mG. The
+# Defaults (engineering choices, configurable): mag_on 40 mG and mag_off 20 mG. The
 # QMC5883L resolves about 2 mG; noise of +-3 mG per axis gives |noise| <= 5.2 mG, so mag_off
 # is 4x the worst noise length and mag_on twice mag_off, while a car in the lane over or next
 # to the sensor disturbs the ~500 mG Earth field by far more than 40 mG. Lower both for a
-# sensor at the kerb of a far lane. n_on 3 and n_off 5 at 50 Hz (60 and 100 ms).
+# sensor at the kerb of a far lane. n_on 3 and n_off 5 (_N_ON, _N_OFF: 60 and 100 ms at
+# 50 Hz) are fixed.
 # Settings keys read (others ignored): mag_on, mag_off (mG), mag_distance_mm (default 2000;
 # 0 = no speed), traffic_window_s (only exposed as .window_s: report() closes the window
-# whenever it is called), n_on, n_off, sample_hz (or mag_hz; default 50), max_presence_s.
-# Time: now_ms is time.ticks_ms() (wraps at 2**30); only differences are used, and every
-# stored time is in ms since the start of the current window, so ints stay small. Samples
-# are ints in mG; e*e stays a small int on the ESP32 up to |a - B| of about 18,900 mG.
-
-try:
-    from micropython import const
-except ImportError:
-    def const(x):  # type: ignore[misc]  # CPython; the ESP32 has micropython.const
-        return x
+# whenever it is called), mag_hz (default 50), max_presence_s.
+# Time: sample() and report() take time.ticks_ms() (wraps at 2**30); only differences are
+# used, and every stored time is in ms since the start of the current window, so ints stay
+# small. Samples are ints in mG; e*e stays a small int on the ESP32 up to |a - B| of about
+# 18,900 mG.
+# State lives in a few lists indexed by const slots (per sensor _ST..., settings _K_...,
+# window _W_...) rather than in two dozen attributes: every attribute name costs the node a
+# qstr-pool entry and an instance-dict slot.
 
 import math
+
+from micropython import const
 
 _FP = const(12)                 # baseline fixed point: mG << 12
 _TICKS_MASK = const(0x3FFFFFFF)  # ticks_ms period 2**30
@@ -66,9 +67,11 @@ _LEARN_S = const(1)             # initial baseline: mean of the first second of 
 _MISS_PCT = const(1)            # A may miss this % of samples before B is used instead
 _FAIL_RUN = const(5)            # consecutive misses after which `present` follows B
 _Q = const(4)                   # pending speed events per sensor
+_N_ON = const(3)                # samples above mag_on that start a vehicle (60 ms at 50 Hz)
+_N_OFF = const(5)               # samples below mag_off that end it (100 ms at 50 Hz)
 # Speed plausibility (brief): 2 km/h = 555.6 mm/s, 200 km/h = 55556 mm/s.
-_V_MIN_MMS = 555.6
-_V_MAX_MMS = 55556.0
+_V_MIN_MMS = const(555.6)
+_V_MAX_MMS = const(55556.0)
 
 # Per-sensor state: one list each, indexed by these slots.
 _ST = const(0)      # 0 IDLE, 1 VEHICLE
@@ -95,12 +98,32 @@ _OX = const(20)     # held baseline, mG
 _OY = const(21)
 _OZ = const(22)
 _ORUN = const(23)   # consecutive samples within mag_off of the held baseline
-_SLOTS = const(24)
+_QN = const(24)     # pending speed events (reference times in Traffic._q)
+_SLOTS = const(25)
+
+# Settings (Traffic._k), as configure() derives them.
+_K_ON = const(0)        # mag_on, mG
+_K_OFF = const(1)       # mag_off, mG
+_K_ON2 = const(2)       # their squares, compared with e*e
+_K_OFF2 = const(3)
+_K_DIST = const(4)      # mag_distance_mm, 0: no speed
+_K_CAP = const(5)       # max_presence_s in ms
+_K_SHIFT = const(6)     # baseline forgetting factor 2**-shift
+_K_LEARN = const(7)     # samples of a learning
+_K_DTMIN = const(8)     # plausible A -> B times, ms
+_K_DTMAX = const(9)
+
+# The window (Traffic._w).
+_W_LAST = const(0)      # ticks_ms of the previous sample, None: none yet
+_W_T = const(1)         # ms from the window start to the previous sample
+_W_N = const(2)         # samples this window
+_W_VSUM = const(3)      # sum of paired speeds this window, mm/s
+_W_VN = const(4)        # and their number
 
 
-def _get(settings, key, default, lo, hi):
+def _get(cfg, key, default, lo, hi):
     # (value, "") or (clamped value, reason) for one setting.
-    v = settings.get(key, default)
+    v = cfg.get(key, default)
     try:
         v = int(v)
     except (TypeError, ValueError):
@@ -110,110 +133,135 @@ def _get(settings, key, default, lo, hi):
     return v, ""
 
 
-def _pop(q, qn, k):
-    # Drops the oldest pending speed event of sensor k.
+def _pop(q, s):
+    # Drops the oldest pending speed event q[0] of sensor state s.
     for j in range(_Q - 1):
         q[j] = q[j + 1]
-    qn[k] -= 1
+    s[_QN] -= 1
+
+
+def _cross(a, b, x, t, d):
+    # Time at which e passed x between the previous sample (at t, e*e = a) and this one
+    # (at t + d, e*e = b).
+    p = math.sqrt(a)
+    den = math.sqrt(b) - p
+    if den == 0:
+        return float(t + d)
+    f = (x - p) / den
+    if f < 0:
+        f = 0.0
+    elif f > 1:
+        f = 1.0
+    return t + f * d
+
+
+def _learn(s, v):
+    # Accumulates a baseline sample v (x, y, z); the mean becomes the baseline after the
+    # last one.
+    s[_BX] += v[0]
+    s[_BY] += v[1]
+    s[_BZ] += v[2]
+    n = s[_LRN] - 1
+    s[_LRN] = n
+    if n == 0:
+        ln = s[_LN]
+        s[_BX] = (s[_BX] << _FP) // ln
+        s[_BY] = (s[_BY] << _FP) // ln
+        s[_BZ] = (s[_BZ] << _FP) // ln
+        s[_ST] = 0
+        s[_RUN] = 0
+        s[_PE2] = 0
 
 
 class Traffic:
-    def __init__(self, settings):
-        self._sa = [0] * _SLOTS
-        self._sb = [0] * _SLOTS
-        self._q = ([0.0] * _Q, [0.0] * _Q)   # reference times of unpaired vehicles, A and B
-        self._qn = [0, 0]
-        self._last = None       # now_ms of the previous sample
-        self._t = 0             # ms from the window start to the previous sample
-        self._n = 0             # samples this window
-        self._vsum = 0.0        # sum of paired speeds this window, mm/s
-        self._vn = 0
-        self.configure(settings)
-        for s in (self._sa, self._sb):
-            s[_LRN] = self._learn_n
-            s[_LN] = self._learn_n
+    # cfg: the settings dict (config.Config.values)
+    def __init__(self, cfg):
+        # sensors A and B; reference times of their unpaired vehicles
+        self._s = ([0] * _SLOTS, [0] * _SLOTS)  # type: tuple
+        self._q = ([0.0] * _Q, [0.0] * _Q)
+        self._k = [0] * 10  # type: list
+        self._w = [None, 0, 0, 0.0, 0]  # type: list
+        self.configure(cfg)
+        for s in self._s:
+            s[_LRN] = self._k[_K_LEARN]
+            s[_LN] = s[_LRN]
 
-    def configure(self, settings):
+    def configure(self, cfg):
         # Applies the settings at once, keeping baselines, vehicles in progress and the
         # window's counts. Never raises: a bad value is clamped and named in the returned
         # text ("" when every value was fine); mag_off >= mag_on gives mag_off = mag_on // 2.
+        k = self._k
         err = ""
-        on, e = _get(settings, "mag_on", 40, 2, 30000)
+        on, e = _get(cfg, "mag_on", 40, 2, 30000)
         err = err or e
-        off, e = _get(settings, "mag_off", 20, 1, 30000)
+        off, e = _get(cfg, "mag_off", 20, 1, 30000)
         err = err or e
         if off >= on:
             off = on // 2
             err = err or "mag_off must be below mag_on"
-        hz, e = _get(settings, "sample_hz" if "sample_hz" in settings else "mag_hz", 50, 1,
-                     1000)
+        hz, e = _get(cfg, "mag_hz", 50, 1, 1000)
         err = err or e
-        self._n_on, e = _get(settings, "n_on", 3, 1, 1000)
+        d, e = _get(cfg, "mag_distance_mm", 2000, 0, 100000)
         err = err or e
-        self._n_off, e = _get(settings, "n_off", 5, 1, 1000)
+        self.window_s, e = _get(cfg, "traffic_window_s", 60, 1, 86400)
         err = err or e
-        self._dist, e = _get(settings, "mag_distance_mm", 2000, 0, 100000)
+        cap, e = _get(cfg, "max_presence_s", 300, 1, 86400)
         err = err or e
-        self.window_s, e = _get(settings, "traffic_window_s", 60, 1, 86400)
-        err = err or e
-        cap, e = _get(settings, "max_presence_s", 300, 1, 86400)
-        err = err or e
-        self._on = on
-        self._off = off
-        self._on2 = on * on
-        self._off2 = off * off
-        self._cap_ms = cap * 1000
+        k[_K_ON] = on
+        k[_K_OFF] = off
+        k[_K_ON2] = on * on
+        k[_K_OFF2] = off * off
+        k[_K_CAP] = cap * 1000
         sh = 0
         while (1 << sh) < _BASE_TAU_S * hz:
             sh += 1
-        self._shift = sh
-        self._learn_n = min(max(_LEARN_S * hz, 8), 255)
-        d = self._dist
-        self._dt_min = d * 1000.0 / _V_MAX_MMS if d else 0.0
-        self._dt_max = d * 1000.0 / _V_MIN_MMS if d else 0.0
+        k[_K_SHIFT] = sh
+        k[_K_LEARN] = min(max(_LEARN_S * hz, 8), 255)
+        k[_K_DIST] = d
+        k[_K_DTMIN] = d * 1000.0 / _V_MAX_MMS if d else 0.0
+        k[_K_DTMAX] = d * 1000.0 / _V_MIN_MMS if d else 0.0
         return err
 
     @property
     def present(self):
         # True while a vehicle is over A (over B while A is failing or still learning).
-        s = self._sa
+        s = self._s[0]
         if s[_MRUN] >= _FAIL_RUN or s[_LRN]:
-            s = self._sb
+            s = self._s[1]
         return s[_ST] == 1
 
-    def sample(self, now_ms, a, b):
-        # One magnetometer sample from each sensor (x, y, z mG, or None), taken at now_ms.
-        last = self._last
+    def sample(self, ms, a, b):
+        # One magnetometer sample from each sensor (x, y, z mG, or None), taken at ms
+        # (ticks_ms).
+        w = self._w
+        k = self._k
+        last = w[_W_LAST]
         d = 0
         if last is not None:
-            d = (now_ms - last) & _TICKS_MASK
+            d = (ms - last) & _TICKS_MASK
             if d > _TICKS_HALF:
                 d = 0
-        self._last = now_ms
-        tp = self._t
+        w[_W_LAST] = ms
+        tp = w[_W_T]
         t = tp + d
-        self._t = t
-        self._n += 1
-        on2 = self._on2
-        off2 = self._off2
+        w[_W_T] = t
+        w[_W_N] += 1
+        on2 = k[_K_ON2]
+        off2 = k[_K_OFF2]
         for i in range(2):
-            if i:
-                s = self._sb
-                v = b
-            else:
-                s = self._sa
-                v = a
+            s = self._s[i]
+            v = b if i else a
             if v is None:
                 s[_MISS] += 1
                 s[_MRUN] += 1
                 continue
             s[_MRUN] = 0
+            if s[_LRN]:
+                _learn(s, v)
+                continue
             x = v[0]
             y = v[1]
             z = v[2]
-            if s[_LRN]:
-                self._learn(s, x, y, z)
-                continue
             bx = s[_BX]
             by = s[_BY]
             bz = s[_BZ]
@@ -227,21 +275,21 @@ class Traffic:
             if s[_ST] == 0:
                 if e2 > on2:
                     if run == 0:
-                        s[_TON] = self._cross(pe2, e2, self._on, tp, t)
+                        s[_TON] = _cross(pe2, e2, k[_K_ON], tp, d)
                     run += 1
-                    if run >= self._n_on:
+                    if run >= _N_ON:
                         # IDLE -> VEHICLE, back-dated to the rise that started the run.
                         on = s[_TON]
                         s[_ST] = 1
                         s[_ONS] = on
                         s[_FALL] = on
                         s[_SEG] = on if on > 0 else 0
-                        s[_DL] = int(on) + self._cap_ms
+                        s[_DL] = int(on) + k[_K_CAP]
                         s[_ORUN] = 0
                         run = 0
                 else:
                     run = 0
-                    sh = self._shift
+                    sh = k[_K_SHIFT]
                     s[_BX] = bx + (((x << _FP) - bx) >> sh)
                     s[_BY] = by + (((y << _FP) - by) >> sh)
                     s[_BZ] = bz + (((z << _FP) - bz) >> sh)
@@ -249,109 +297,78 @@ class Traffic:
                 continue
             if e2 < off2:
                 if run == 0:
-                    s[_TOFF] = self._cross(pe2, e2, self._off, tp, t)
+                    s[_TOFF] = _cross(pe2, e2, k[_K_OFF], tp, d)
                 run += 1
             else:
                 run = 0
             s[_RUN] = run
             if pe2 > on2 and e2 <= on2:
-                s[_FALL] = self._cross(pe2, e2, self._on, tp, t)
-            if run >= self._n_off:
-                self._leave(s, i, 0)
+                s[_FALL] = _cross(pe2, e2, k[_K_ON], tp, d)
+            if run >= _N_OFF:
+                self._leave(s, i)
                 continue
             if s[_HOLD]:
-                self._held(s, i, x, y, z)
+                # A parked vehicle was learned: has the field come back to the empty-road
+                # baseline? Then it has left: count it and restore that baseline.
+                dx = x - s[_OX]
+                dy = y - s[_OY]
+                dz = z - s[_OZ]
+                if dx * dx + dy * dy + dz * dz < off2:
+                    s[_ORUN] += 1
+                    if s[_ORUN] >= _N_OFF:
+                        s[_ST] = 0
+                        s[_RUN] = 0
+                        if s[_CNTD]:
+                            s[_CNTD] = 0
+                        else:
+                            s[_CNT] += 1
+                        s[_BX] = s[_OX] << _FP
+                        s[_BY] = s[_OY] << _FP
+                        s[_BZ] = s[_OZ] << _FP
+                        s[_HOLD] = 0
+                        s[_PE2] = 0
+                else:
+                    s[_ORUN] = 0
             if t > s[_DL] and s[_ST]:
                 self._park(s, t)
 
-    def _cross(self, pe2, e2, thr, tp, t):
-        # Time at which e passed thr between the previous sample (tp) and this one (t).
-        p = math.sqrt(pe2)
-        den = math.sqrt(e2) - p
-        if den == 0:
-            return float(t)
-        f = (thr - p) / den
-        if f < 0:
-            f = 0.0
-        elif f > 1:
-            f = 1.0
-        return tp + f * (t - tp)
-
-    def _learn(self, s, x, y, z):
-        # Accumulates a baseline sample; the mean becomes the baseline after the last one.
-        s[_BX] += x
-        s[_BY] += y
-        s[_BZ] += z
-        n = s[_LRN] - 1
-        s[_LRN] = n
-        if n == 0:
-            ln = s[_LN]
-            s[_BX] = (s[_BX] << _FP) // ln
-            s[_BY] = (s[_BY] << _FP) // ln
-            s[_BZ] = (s[_BZ] << _FP) // ln
-            s[_ST] = 0
-            s[_RUN] = 0
-            s[_PE2] = 0
-
-    def _leave(self, s, i, restore):
-        # VEHICLE -> IDLE: count, occupancy up to the fall through mag_off, speed event.
-        # restore: a parked vehicle left (see _held); its occupancy ended at the re-learning.
+    def _leave(self, s, i):
+        # VEHICLE -> IDLE: count, occupancy up to the fall through mag_off, speed event, and
+        # FIFO pairing of A and B reference times within the plausible speed range.
         s[_ST] = 0
         s[_RUN] = 0
-        if not restore and s[_TOFF] > s[_SEG]:
+        if s[_TOFF] > s[_SEG]:
             s[_OCC] += s[_TOFF] - s[_SEG]
         if s[_CNTD]:
             s[_CNTD] = 0
         else:
             s[_CNT] += 1
-        if restore:
-            s[_BX] = s[_OX] << _FP
-            s[_BY] = s[_OY] << _FP
-            s[_BZ] = s[_OZ] << _FP
-            s[_HOLD] = 0
-            s[_PE2] = 0
-            return
-        if not self._dist:
+        k = self._k
+        if not k[_K_DIST]:
             return
         q = self._q[i]
-        if self._qn[i] == _Q:
-            _pop(q, self._qn, i)
-        q[self._qn[i]] = (s[_ONS] + s[_FALL]) * 0.5
-        self._qn[i] += 1
-        self._pair()
-
-    def _pair(self):
-        # FIFO pairing of A and B reference times within the plausible speed range.
-        qa = self._q[0]
-        qb = self._q[1]
-        qn = self._qn
-        while qn[0] and qn[1]:
+        if s[_QN] == _Q:
+            _pop(q, s)
+        q[s[_QN]] = (s[_ONS] + s[_FALL]) * 0.5
+        s[_QN] += 1
+        sa, sb = self._s
+        qa, qb = self._q
+        w = self._w
+        while sa[_QN] and sb[_QN]:
             dt = qb[0] - qa[0]
-            if dt >= self._dt_min:
-                if dt <= self._dt_max:
-                    self._vsum += self._dist * 1000.0 / dt
-                    self._vn += 1
-                    _pop(qb, qn, 1)
-                _pop(qa, qn, 0)         # paired, or A saw a vehicle that B missed
+            if dt >= k[_K_DTMIN]:
+                if dt <= k[_K_DTMAX]:
+                    w[_W_VSUM] += k[_K_DIST] * 1000.0 / dt
+                    w[_W_VN] += 1
+                    _pop(qb, sb)
+                _pop(qa, sa)            # paired, or A saw a vehicle that B missed
             else:
-                _pop(qb, qn, 1)         # B with no A before it, or impossibly fast
-
-    def _held(self, s, i, x, y, z):
-        # A parked vehicle was learned: has the field come back to the empty-road baseline?
-        dx = x - s[_OX]
-        dy = y - s[_OY]
-        dz = z - s[_OZ]
-        if dx * dx + dy * dy + dz * dz < self._off2:
-            s[_ORUN] += 1
-            if s[_ORUN] >= self._n_off:
-                self._leave(s, i, 1)
-        else:
-            s[_ORUN] = 0
+                _pop(qb, sb)            # B with no A before it, or impossibly fast
 
     def _park(self, s, t):
         # Present for max_presence_s: keep the occupancy so far, hold the empty-road baseline
         # (the first one, if vehicles park on top of each other) and learn the field anew.
-        # The vehicle is counted when it leaves (_held).
+        # The vehicle is counted when it leaves (sample, while _HOLD).
         if t > s[_SEG]:
             s[_OCC] += t - s[_SEG]
         if not s[_HOLD]:
@@ -363,17 +380,19 @@ class Traffic:
         s[_ST] = 0
         s[_RUN] = 0
         s[_ORUN] = 0
-        s[_LRN] = s[_LN] = self._learn_n
+        s[_LRN] = s[_LN] = self._k[_K_LEARN]
 
-    def report(self, now_ms):
-        # Closes the window at now_ms and starts the next one.
+    def report(self, ms):
+        # Closes the window at ms (ticks_ms) and starts the next one.
         # Returns (count, occupancy_pm, speed_mms or None, samples).
-        w = self._t
-        if self._last is not None:
-            d = (now_ms - self._last) & _TICKS_MASK
+        wd = self._w
+        w = wd[_W_T]
+        if wd[_W_LAST] is not None:
+            d = (ms - wd[_W_LAST]) & _TICKS_MASK
             if d <= _TICKS_HALF:
                 w += d
-        for s in (self._sa, self._sb):
+        sa, sb = self._s
+        for s in (sa, sb):
             if s[_LRN]:
                 continue
             if s[_ST]:
@@ -391,9 +410,7 @@ class Traffic:
             elif s[_RUN] and s[_TON] < w:
                 # Rising through mag_on: the presence from the rise belongs to this window.
                 s[_OCC] += w - (s[_TON] if s[_TON] > 0 else 0)
-        sa = self._sa
-        sb = self._sb
-        n = self._n
+        n = wd[_W_N]
         use = sa
         if sa[_MISS] > sb[_MISS] and sa[_MISS] * 100 > n * _MISS_PCT:
             use = sb
@@ -402,10 +419,11 @@ class Traffic:
         if w > 0:
             pm = min(int(use[_OCC] * 1000 / w + 0.5), 1000)
         speed = None
-        if self._vn:
-            speed = int(self._vsum / self._vn + 0.5)
-        # Next window: times become relative to its start (now_ms).
-        for s in (sa, sb):
+        if wd[_W_VN]:
+            speed = int(wd[_W_VSUM] / wd[_W_VN] + 0.5)
+        # Next window: times become relative to its start (ms).
+        for i in range(2):
+            s = self._s[i]
             s[_CNT] = 0
             s[_OCC] = 0
             s[_MISS] = 0
@@ -414,12 +432,11 @@ class Traffic:
             s[_FALL] -= w
             s[_TOFF] -= w
             s[_DL] -= w
-        for k in range(2):
-            q = self._q[k]
-            for j in range(self._qn[k]):
+            q = self._q[i]
+            for j in range(s[_QN]):
                 q[j] -= w
-        self._t -= w
-        self._n = 0
-        self._vsum = 0.0
-        self._vn = 0
+        wd[_W_T] -= w
+        wd[_W_N] = 0
+        wd[_W_VSUM] = 0.0
+        wd[_W_VN] = 0
         return count, pm, speed, n

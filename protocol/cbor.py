@@ -11,9 +11,8 @@
 
 try:
     from micropython import const
-except ImportError:
-    def const(x):  # type: ignore[misc]  # CPython; the ESP32 has micropython.const
-        return x
+except ImportError:     # CPython: every const() here is an int (no function: heap on a board)
+    const = int  # type: ignore[assignment]
 
 import struct
 
@@ -30,12 +29,12 @@ class Writer:
         self.buf = buf
         self.n = 0
 
-    def _head(self, mt, v):
-        # mt: major type already shifted (0x00, 0x20, ... 0xe0); v: argument, shortest form
+    def _head(self, t, v):
+        # t: major type already shifted (0x00, 0x20, ... 0xe0); v: argument, shortest form
         b = self.buf
         n = self.n
         if v < 24:
-            b[n] = mt | v
+            b[n] = t | v
             self.n = n + 1
             return
         if v < 0x100:
@@ -49,7 +48,7 @@ class Writer:
         else:
             raise ProtocolError(CBOR, "int over 64 bits")
         b[n + k] = v & 0xFF       # the last byte first: IndexError before a partial write
-        b[n] = mt | (24 + (0, 0, 1, 0, 2, 0, 0, 0, 3)[k])
+        b[n] = t | (24 + (0, 0, 1, 0, 2, 0, 0, 0, 3)[k])
         for i in range(k, 0, -1):
             b[n + i] = v & 0xFF
             v >>= 8
@@ -123,7 +122,7 @@ class Writer:
                 kw = Writer(bytearray(_MAX_KEY_B))
                 kw.value(k)
                 items.append((kw.getvalue(), v[k]))
-            items.sort(key=lambda it: it[0])
+            items.sort()        # by encoded key: distinct keys never compare the values
             self.map(len(items))
             for k, x in items:
                 self._raw(k)
@@ -156,13 +155,13 @@ class Reader:
         self.pos = 0
         self.end = len(data)
 
-    def _need(self, k):
-        if self.pos + k > self.end:
+    def _need(self, n):
+        if self.pos + n > self.end:
             raise ProtocolError(TRUNCATED, "CBOR ends early")
 
     def head(self):
         # -> (major type, argument). For major 7 the argument is the additional info and
-        # any float bytes are left for _simple(). The shortest form is enforced.
+        # any float bytes are left for value(). The shortest form is enforced.
         self._need(1)
         d = self.data
         ib = d[self.pos]
@@ -239,24 +238,21 @@ class Reader:
             return out
         if mt == 6:
             raise ProtocolError(CBOR, "unexpected tag %d" % v)
-        return self._simple(v, start)
-
-    def _simple(self, ai, start):
-        if ai == 20 or ai == 21:
-            return ai == 21
-        if ai == 22:
+        # major 7: v is the additional info
+        if v == 20 or v == 21:
+            return v == 21
+        if v == 22:
             return None
-        if ai < 25:
+        if v < 25:
             raise ProtocolError(CBOR, "simple value not used")
-        k = 1 << (ai - 24)         # 2, 4 or 8 bytes of float
-        raw = self._take(k)
-        x = struct.unpack(_FLOATS[ai - 25], raw)[0]
+        raw = self._take(1 << (v - 24))         # 2, 4 or 8 bytes of float
+        x = struct.unpack(_FLOATS[v - 25], raw)[0]
         if x != x:
             if bytes(self.data[start:self.pos]) != _NAN16:
                 raise ProtocolError(NONCANONICAL, "NaN not f97e00")
             return x
-        if ai > 25:
-            shorter = _FLOATS[ai - 26]
+        if v > 25:
+            shorter = _FLOATS[v - 26]
             try:
                 exact = struct.unpack(shorter, struct.pack(shorter, x))[0] == x
             except (OverflowError, ValueError):

@@ -13,9 +13,8 @@
 
 try:
     from micropython import const
-except ImportError:
-    def const(x):  # type: ignore[misc]  # CPython; the ESP32 has micropython.const
-        return x
+except ImportError:     # CPython: every const() here is an int (no function: heap on a board)
+    const = int  # type: ignore[assignment]
 
 from binascii import crc32
 
@@ -134,18 +133,17 @@ class Deframer:
     def __init__(self):
         self._rx = bytearray(MAX_COBS_B)
         self._out = bytearray(MAX_COBS_B)
-        self._n = 0
-        self._skip = False      # discarding an oversize frame until the next delimiter
+        self._n = 0             # bytes held; -1: discarding an oversize frame until the
+                                # next delimiter
         self.frames = 0         # good payloads yielded
         self.errors = 0         # bad frames yielded as errors
 
     def reset(self):
         # Forget a partial frame (after a port reopen, for instance).
         self._n = 0
-        self._skip = False
 
     def pending(self):
-        return self._n
+        return max(self._n, 0)
 
     def feed(self, data):
         # Generator: yields bytes (a payload whose CRC matched) or a ProtocolError.
@@ -157,10 +155,9 @@ class Deframer:
             j = data.find(b"\x00", i)
             end = n if j < 0 else j
             take = end - i
-            if take and not self._skip:
+            if take and self._n >= 0:
                 if self._n + take > MAX_COBS_B:
-                    self._skip = True
-                    self._n = 0
+                    self._n = -1
                     self.errors += 1
                     yield ProtocolError(OVERSIZE, "no delimiter in %d B" % MAX_WIRE_B)
                 else:
@@ -169,8 +166,8 @@ class Deframer:
             if j < 0:
                 return
             i = j + 1
-            if self._skip:
-                self._skip = False
+            if self._n < 0:     # the oversize frame ends here
+                self._n = 0
                 continue
             if self._n:
                 m = self._n

@@ -13,9 +13,8 @@
 
 try:
     from micropython import const
-except ImportError:
-    def const(x):  # type: ignore[misc]  # CPython; the ESP32 has micropython.const
-        return x
+except ImportError:     # CPython: every const() here is an int (no function: heap on a board)
+    const = int  # type: ignore[assignment]
 
 from protocol.cbor import Reader, Writer
 from protocol.errors import FIELD, OVERSIZE, TYPE, VERSION, ProtocolError
@@ -225,25 +224,33 @@ def valid(kind, v):
     return False
 
 
-def _check(cls, name, kind, v):
-    if not valid(kind, v):
-        raise ProtocolError(FIELD, "%s.%s=%r" % (cls.NAME, name, v))
-
-
-def _check_all(cls, node, boot, seq, vals):
-    _check(cls, "node", U32, node)
-    _check(cls, "boot", U32, boot)
-    if not _int_in(seq, 1, _U32_MAX):
-        raise ProtocolError(FIELD, "%s.seq=%r" % (cls.NAME, seq))
-    for i in range(len(vals)):
-        _check(cls, cls.FIELDS[i], cls.KINDS[i], vals[i])
+def _check(cls, node, boot, seq, values):
+    # Every field of a message of class cls; ProtocolError(FIELD) names the first bad one.
+    if not _int_in(node, 0, _U32_MAX):
+        name = "node"
+        v = node
+    elif not _int_in(boot, 0, _U32_MAX):
+        name = "boot"
+        v = boot
+    elif not _int_in(seq, 1, _U32_MAX):
+        name = "seq"
+        v = seq
+    else:
+        for i in range(len(values)):
+            if not valid(cls.KINDS[i], values[i]):
+                name = cls.FIELDS[i]
+                v = values[i]
+                break
+        else:
+            return
+    raise ProtocolError(FIELD, "%s.%s=%r" % (cls.NAME, name, v))
 
 
 def encode_into(msg, w):
     # Writes msg as a CBOR array through Writer w; checks every field first.
     cls = type(msg)
     vals = msg.values()
-    _check_all(cls, msg.node, msg.boot, msg.seq, vals)
+    _check(cls, msg.node, msg.boot, msg.seq, vals)
     try:
         w.array(_HEADER_N + len(vals))
         w.uint(cls.TYPE)
@@ -295,7 +302,7 @@ def decode(payload, uplink=True):
     boot = r.value(1)
     seq = r.value(1)
     vals = [r.value(1) for _ in range(nf)]
-    _check_all(cls, node, boot, seq, vals)
+    _check(cls, node, boot, seq, vals)
     for _ in range(n - _HEADER_N - nf):
         r.value(1)      # a newer sender's extra trailing field: must be valid CBOR, ignored
     if r.pos != r.end:

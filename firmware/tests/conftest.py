@@ -1,8 +1,10 @@
 """CPython only: what MicroPython has built in that the firmware's shared tests need.
 
-The few `time` functions the firmware uses, and an empty `machine` module so that drivers
-import; each test hands the drivers its own bus and pin objects. On MicroPython these are
-built in; the emulated board's stand-ins add the virtual clock and the modelled hardware.
+The few `time` functions the firmware uses, `micropython.const` (firmware modules import it
+without a CPython fallback: each fallback function would cost heap on the board), and an
+empty `machine` module so that drivers import; each test hands the drivers its own bus and
+pin objects. On MicroPython these are built in; the emulated board's stand-ins add the
+virtual clock and the modelled hardware.
 """
 
 import sys
@@ -43,3 +45,12 @@ for _name, _fn in (("ticks_ms", _ticks_ms), ("ticks_us", _ticks_us), ("ticks_add
         setattr(time, _name, _fn)
 
 sys.modules.setdefault("machine", types.ModuleType("machine"))
+
+
+def _const(x: object) -> object:
+    return x
+
+
+_upy = types.ModuleType("micropython")
+_upy.const = _const  # type: ignore[attr-defined]
+sys.modules.setdefault("micropython", _upy)

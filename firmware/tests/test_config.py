@@ -2,6 +2,7 @@
 
 from firmware.config import Config
 from firmware.tests.scratch import fresh, wipe
+from protocol.show import CONFIG_KEYS
 
 GOOD = ('{"node": 1042, "site": "hcmc-d1", "board": "emulated", "h0_mm": 3000,'
         ' "levels_mm": [100, 250], "key": "' + "ab" * 32 + '"}')
@@ -72,3 +73,12 @@ def test_save_then_load_gives_the_same_digest():
         assert c2.digest() != c.digest()
     finally:
         wipe(d)
+
+
+def test_wire_numbers_name_the_spec_keys():
+    """Config frame key n changes the key SPEC 5.4.4 numbers n (protocol.show.CONFIG_KEYS)."""
+    c = _load(GOOD)
+    for n in range(1, len(CONFIG_KEYS)):
+        assert c.apply_wire({n: "bad"}) == 1
+        assert c.error.startswith(CONFIG_KEYS[n] + " must be"), (n, c.error)
+    assert c.apply_wire({len(CONFIG_KEYS): 1}) == 0

@@ -381,7 +381,7 @@ def test_settings_are_checked():
         f.configure({"dry_s": 999, "levels_mm": [5, 4]})
         raise AssertionError("accepted unordered levels")
     except ValueError:
-        assert f.interval_s() == 300 and f.levels == [76, 200, 400]     # nothing applied
+        assert f.interval_s() == 300 and f.levels_mm == [76, 200, 400]     # nothing applied
     try:
         Flood({"h0_mm": 3000, "burst": 7, "levels_mm": [76]})
         raise AssertionError("accepted missing keys")

@@ -144,7 +144,7 @@ def test_sr04t_pulses_the_trigger_and_returns_the_echo_width():
     finally:
         _restore(saved)
     assert s._trig.id == 18 and s._trig.mode == _Pin.OUT
-    assert s._echo.id == 34 and s._echo.mode == _Pin.IN
+    assert s._rx.id == 34 and s._rx.mode == _Pin.IN
     assert s._trig.levels == [0, 0, 1, 0]
     assert m.pulse_calls == [(34, 1, 40000)]
 
@@ -407,7 +407,7 @@ def test_make_ranger_follows_the_board():
     try:
         s = ranger.make_ranger(_Board)
         assert isinstance(s, ranger.SR04T)
-        assert s._trig.id == 18 and s._echo.id == 34
+        assert s._trig.id == 18 and s._rx.id == 34
         _Board.RANGER = "mb7389"
         assert isinstance(ranger.make_ranger(_Board), ranger.MB7389)
         assert m.uart.id == 2 and m.uart.kw["rx"] == 16

@@ -2,14 +2,15 @@
 
 from firmware.store import Store
 from firmware.tests.scratch import fresh, wipe
+from protocol.replay import covered
 
 
 def _frame(seq):
     return bytes([seq & 0xFF]) * (20 + seq % 7)
 
 
-def _filled(path, n, boot=1, seg_b=4096, max_segs=32):
-    s = Store(path + "/q", seg_b, max_segs)
+def _filled(path, n, boot=1, size=4096, limit=32):
+    s = Store(path + "/q", size, limit)
     s.open()
     for seq in range(1, n + 1):
         s.append(boot, seq, 0, _frame(seq))
@@ -37,7 +38,7 @@ def test_ack_releases_and_deletes_complete_segments():
     """An ack covering a whole closed segment deletes it; pending counts the rest."""
     d = fresh("store")
     try:
-        s = _filled(d, 200, seg_b=1024)
+        s = _filled(d, 200, size=1024)
         segs = len(s.segs)
         assert segs > 3
         s.ack(1, 120, 0)
@@ -95,10 +96,10 @@ def test_torn_tail_from_a_power_cut_is_cut_off():
 
 
 def test_full_store_drops_the_oldest_segment_and_counts_it():
-    """Bounded by max_segs: the oldest segment goes, its unacked records are counted."""
+    """Bounded by limit: the oldest segment goes, its unacked records are counted."""
     d = fresh("store")
     try:
-        s = _filled(d, 300, seg_b=512, max_segs=4)
+        s = _filled(d, 300, size=512, limit=4)
         assert len(s.segs) == 4
         assert s.dropped + s.pending() == 300
         assert s.dropped > 0
@@ -116,5 +117,18 @@ def test_unacked_skips_and_limits():
         s.ack(1, 5, 0b11)
         got = [r[1] for r in s.unacked(4, lambda b, q: q == 9)]
         assert got == [8, 10, 11, 12]
+    finally:
+        wipe(d)
+
+
+def test_an_ack_covers_exactly_what_protocol_replay_covers():
+    """The store's ack rule is protocol.replay.covered, at the floor, in and past the map."""
+    d = fresh("store")
+    try:
+        s = Store(d + "/q")
+        for floor, sack in ((0, 0), (5, 0b1011), (100, (1 << 63) | 1), (7, (1 << 64) - 1)):
+            s.acks[1] = (floor, sack)
+            for seq in range(1, floor + 70):
+                assert s.acked(1, seq) == covered(floor, sack, seq), (floor, sack, seq)
     finally:
         wipe(d)

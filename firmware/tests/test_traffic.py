@@ -20,7 +20,7 @@ OFF = 20
 
 def _settings(**kw):
     s = {"mag_on": ON, "mag_off": OFF, "mag_distance_mm": D_MM, "traffic_window_s": 60,
-         "sample_hz": HZ}
+         "mag_hz": HZ}
     for k in kw:
         s[k] = kw[k]
     return s

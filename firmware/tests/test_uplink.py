@@ -3,9 +3,11 @@
 
 from firmware.store import Store
 from firmware.tests.scratch import fresh, wipe
-from firmware.uplink import ACK_TIMEOUTS, BAD, RECEIVED, RETRANSMITTED, SENT, Clock, Uplink
+from firmware.uplink import Clock, Uplink
 from protocol import frame, link, messages
 
+# Uplink.counts indices (SPEC 5.4.6)
+SENT, RETRANSMITTED, RECEIVED, BAD, ACK_TIMEOUTS = range(5)
 KEY = bytes(range(32))
 NODE = 1042
 

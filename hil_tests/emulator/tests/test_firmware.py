@@ -57,6 +57,9 @@ def _scenario_s(world: World, msg_t: int) -> float:
     return msg_t - world.scenario.start_utc.timestamp()
 
 
+HEAP_MARGIN_B = 6 * 1024      # lowest free heap the firmware must keep in a full scenario
+
+
 def _synced(received: list[Received], kind: type[M]) -> list[M]:
     """Messages of one kind stamped after the node's clock was set."""
     return [r.msg for r in received
@@ -99,6 +102,11 @@ def test_flash_flood_depths_and_alarms_follow_the_water(tmp_path: Path, board_na
         assert _scenario_s(world, predicted[0].t) < crossing_s - 60
         assert predicted[0].eta_s is not None and predicted[0].rate_ums > 100
     assert board.boots_by_cause == {1: 1}
+    # Within the literal 64 KiB heap with the margin fragmentation needs (firmware/README.md,
+    # Memory): a 7 KB qstr pool more, or a leak, would take heap_min below it.
+    health = [r.msg for r in got if isinstance(r.msg, m.Health)]
+    assert health and min(h.heap_min for h in health) >= HEAP_MARGIN_B, \
+        [h.heap_min for h in health]
 
 
 def test_rush_hour_counts_and_speeds_match_the_vehicles(tmp_path: Path) -> None:
