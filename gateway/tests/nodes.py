@@ -136,20 +136,28 @@ class PtyNode:
         self.send(msg)
         return msg
 
-    def _window(self, seq: int, timeout_s: float = GUARD_S, retransmit_s: float = 2.0) -> None:
+    def _window(self, seq: int) -> None:
         # SPEC 9.3: no new frame with seq >= u + 64, u the oldest pending seq of this boot.
         # Waiting here retransmits like the firmware, so a frame lost on the line (or flushed
         # when the gateway opened the port) does not stall the node for ever.
+        def room() -> bool:
+            oldest = min((q for b, q in self.pending if b == self.boot), default=None)
+            return oldest is None or seq < oldest + replay.WINDOW
+
+        self._retransmitting_until(room, f"window for seq {seq}")
+
+    def _retransmitting_until(self, done: Callable[[], bool], what: str,
+                              timeout_s: float = GUARD_S, retransmit_s: float = 2.0) -> None:
+        # Waits (lock held) until done(), sending every pending frame again each
+        # retransmit_s, as the firmware does after its ack timeout.
         deadline = time.monotonic() + timeout_s
         next_retx = time.monotonic() + retransmit_s
         with self._lock:
-            while True:
-                oldest = min((q for b, q in self.pending if b == self.boot), default=None)
-                if oldest is None or seq < oldest + replay.WINDOW:
-                    return
+            while not done():
                 now = time.monotonic()
                 if now >= deadline:
-                    raise TimeoutError(f"node {self.node}: window stuck at seq {oldest}")
+                    raise TimeoutError(f"node {self.node}: {what}: {len(self.pending)} frames "
+                                       f"never acked (refused downlinks: {self.refused})")
                 if now >= next_retx:
                     self._lock.release()
                     try:
@@ -190,22 +198,8 @@ class PtyNode:
 
     def wait_acked(self, timeout_s: float = GUARD_S, retransmit_s: float = 2.0) -> None:
         """Waits until nothing is pending, retransmitting every retransmit_s like a node."""
-        deadline = time.monotonic() + timeout_s
-        next_retx = time.monotonic() + retransmit_s
-        with self._lock:
-            while self.pending:
-                now = time.monotonic()
-                if now >= deadline:
-                    raise TimeoutError(f"node {self.node}: {len(self.pending)} frames never "
-                                       f"acked (refused downlinks: {self.refused})")
-                if now >= next_retx:
-                    self._lock.release()
-                    try:
-                        self.retransmit()
-                    finally:
-                        self._lock.acquire()
-                    next_retx = now + retransmit_s
-                self._lock.wait(min(0.1, deadline - now))
+        self._retransmitting_until(lambda: not self.pending, "waiting for acks", timeout_s,
+                                   retransmit_s)
 
     def wait_for(self, pred: Callable[[PtyNode], bool], timeout_s: float = GUARD_S) -> None:
         deadline = time.monotonic() + timeout_s
