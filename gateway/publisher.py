@@ -184,6 +184,11 @@ class Publisher:
                     established = True
                     await self._serve(client)
             except aiomqtt.MqttError as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # A cancel that arrived while aiomqtt disconnected can surface as its
+                    # MqttError: stopping must still stop, not reconnect.
+                    raise asyncio.CancelledError from exc
                 self.stats.last_error = str(exc)
                 if established:
                     self.stats.disconnects += 1

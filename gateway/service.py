@@ -59,6 +59,7 @@ _T = TypeVar("_T")
 BOUNDS_INTERVAL_S = 60.0      # the age bound is enforced at least this often
 STATUS_INTERVAL_S = 10.0      # the systemd status line
 GAPS_PER_PUBLISH = 64
+GAPS_RETRY_S = 5.0
 STORE_STUCK_S = 60.0          # a store call this old stops the watchdog pings
 
 
@@ -167,10 +168,18 @@ class Service:
     # -- glue between stages (all store calls on the worker) ---------------------------------
 
     async def _take(self, count: int, size: int) -> list[Any]:
-        return await self.worker.call(self.store.take, count, size)
+        try:
+            return await self.worker.call(self.store.take, count, size)
+        except StoreError as exc:
+            log.error("store read failed, publishing waits for the next commit: %s", exc)
+            return []
 
     async def _take_since(self, count: int, size: int, since_ms: int) -> list[Any]:
-        return await self.worker.call(self.store.take_since, count, size, since_ms)
+        try:
+            return await self.worker.call(self.store.take_since, count, size, since_ms)
+        except StoreError as exc:
+            log.error("store read failed, publishing waits for the next commit: %s", exc)
+            return []
 
     async def _confirm(self, ids: Any) -> None:
         await self.worker.call(self.store.confirm, list(ids))
@@ -205,16 +214,24 @@ class Service:
         while True:
             await self.gaps_wake.wait()
             self.gaps_wake.clear()
-            while True:
-                gaps = await self.worker.call(self.store.take_gaps, GAPS_PER_PUBLISH)
-                if not gaps:
-                    break
-                ids = [g.id for g in gaps]
-                if await self.publisher.publish(self.topics.gaps, senml.encode_gaps(gaps)):
-                    await self.worker.call(self.store.confirm_gaps, ids)
-                else:
-                    await self.worker.call(self.store.release_gaps, ids)
-                    await self.publisher.wait_connected()
+            try:
+                await self._publish_gaps()
+            except StoreError as exc:
+                log.error("gap reports not published now (store: %s); retrying", exc)
+                await asyncio.sleep(GAPS_RETRY_S)
+                self.gaps_wake.set()
+
+    async def _publish_gaps(self) -> None:
+        while True:
+            gaps = await self.worker.call(self.store.take_gaps, GAPS_PER_PUBLISH)
+            if not gaps:
+                return
+            ids = [g.id for g in gaps]
+            if await self.publisher.publish(self.topics.gaps, senml.encode_gaps(gaps)):
+                await self.worker.call(self.store.confirm_gaps, ids)
+            else:
+                await self.worker.call(self.store.release_gaps, ids)
+                await self.publisher.wait_connected()
 
     async def _status_loop(self) -> None:
         st = self.status

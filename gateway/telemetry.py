@@ -34,6 +34,7 @@ serial_unplugs_total{port}                 counter  an open port that went away
 serial_write_drops_total{port}             counter  downlink frames the port could not take
 downlink_frames_total{type}                counter  acks, time and config frames sent
 config_refused_total                       counter  MQTT config payloads that did not parse
+downlink_skipped_total                     counter  downlink frames not sent (store full)
 =========================================  =======  ===========================================
 """
 
@@ -113,6 +114,8 @@ def register(svc: Service, registry: Registry) -> None:
             down,
             Family.counter(P + "config_refused", "Config payloads that did not parse."
                            ).add(dl.config_refused),
+            Family.counter(P + "downlink_skipped", "Downlink frames not sent: no seq could "
+                           "be reserved (store write failed).").add(dl.seq_failures),
         ]
 
     def serial() -> list[Family]:

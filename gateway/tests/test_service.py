@@ -335,7 +335,7 @@ def test_config_from_retained_topic_is_pushed_once(
         for i in range(5):
             a.flood(T0 + i, i)
         a.wait_acked()
-        assert len(a.configs) == 1                            # confirmed: not pushed again
+        assert len(a.configs) == 1, gw.log_tail()             # confirmed: not pushed again
         assert gw.metric("config_refused_total") == 1         # the "not json" payload
         a.reboot()
         a.hello(cfg_hash=b"\x02" * 8)                         # reset to other values
