@@ -3,8 +3,9 @@
 Bytes from every serial link arrive through `on_data(port, data)`; the `Verifier` turns them
 into authenticated, replay-checked frames, which join the open *commit group*. `run()` (a
 long-running task, `TASK_NAME`) commits the group ``store.commit_interval_ms`` after its first
-frame arrived (at once when 0), or as soon as it holds ``max_group`` frames, in one store
-transaction (`Store.add_batch`: one fsync for the whole group). Only after COMMIT:
+frame arrived (at once when 0), as soon as it holds ``max_group`` frames, or at once when an
+alarm or hello joined it (those never wait for room either), in one store transaction
+(`Store.add_batch`: one fsync for the whole group). Only after COMMIT:
 
 1. each frame is recorded in the verifier's replay window (`Verifier.accept`: recording it
    earlier would refuse a retransmission of a frame whose commit failed);
@@ -91,6 +92,7 @@ class Ingest:
         self._have = asyncio.Event()       # the group is not empty
         self._room = asyncio.Event()       # the group is below max_group
         self._room.set()
+        self._urgent = asyncio.Event()     # an alarm or hello waits in the group
         self._last_log = -LOG_INTERVAL_S
 
     # -- input -------------------------------------------------------------------------------
@@ -100,11 +102,21 @@ class Ingest:
         items = self._verifier.feed(port, data)
         now = self._utc_ms()
         for item in items:
+            if priority_of(item.kind) == ALARM:
+                # An alarm never waits for room and is committed at once (alarms skip the
+                # queue at every stage); the group may exceed max_group by the alarms.
+                self._group.append((item, now))
+                self._urgent.set()
+                self._have.set()
+                continue
             while len(self._group) >= self._max_group:
                 self._room.clear()
                 await self._room.wait()
             self._group.append((item, now))
             self._have.set()
+        # Let the other ports in before this one sends more: one busy port must not fill
+        # group after group while an alarm waits on another.
+        await asyncio.sleep(0)
         if not items and self._verifier.reacks_pending:
             self._have.set()
 
@@ -118,7 +130,8 @@ class Ingest:
         """Commits groups until cancelled; a cancel commits nothing more (no ack is owed)."""
         while True:
             await self._have.wait()
-            if self._interval_s > 0 and len(self._group) < self._max_group:
+            if (self._interval_s > 0 and len(self._group) < self._max_group
+                    and not self._urgent.is_set()):
                 try:
                     async with asyncio.timeout(self._interval_s):
                         await self._full()
@@ -127,14 +140,22 @@ class Ingest:
             await self.commit()
 
     async def _full(self) -> None:
-        while len(self._group) < self._max_group:
+        # Returns when the group is full or an alarm joined it.
+        while len(self._group) < self._max_group and not self._urgent.is_set():
             self._room.clear()
-            await self._room.wait()
+            waits = [asyncio.ensure_future(self._room.wait()),
+                     asyncio.ensure_future(self._urgent.wait())]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
 
     async def commit(self) -> None:
         """Commits the open group now, then acks and notifies (see the module docs)."""
         group, self._group = self._group, []
         self._have.clear()
+        self._urgent.clear()
         self._room.set()
         reacks = self._verifier.take_reacks()
         if group:

@@ -96,6 +96,7 @@ DROP_OVERFLOW = "overflow"
 _U32 = 0xFFFFFFFF
 _U64 = 0xFFFFFFFFFFFFFFFF
 _SWEEP_ROWS = 256            # rows read per step of a thinning sweep
+_DELETE_CHUNK = 500          # ids per DELETE statement (one statement per batch, not per id)
 _ALL_BOOTS = 1 << 31         # ReplayGuard never forgets a boot here: the store is the last judge
 
 _SCHEMA = """
@@ -422,9 +423,11 @@ class Store:
         ids = list(ids)
         gone: list[tuple[int, int]] = []
         with self._txn("confirm") as db:
-            for i in ids:
+            for k in range(0, len(ids), _DELETE_CHUNK):
+                part = ids[k:k + _DELETE_CHUNK]
                 gone.extend(db.execute(
-                    "DELETE FROM frames WHERE id = ? RETURNING priority, length(payload)", (i,)
+                    "DELETE FROM frames WHERE id IN (" + ",".join("?" * len(part)) + ")"
+                    " RETURNING priority, length(payload)", part
                 ).fetchall())
         self._inflight.difference_update(ids)
         self._forget(gone)

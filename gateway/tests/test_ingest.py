@@ -1,0 +1,116 @@
+"""Tests of gateway/ingest.py with a real store, verifier and downlink (no serial port)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway import config
+from gateway.downlink import Downlink
+from gateway.ingest import Ingest
+from gateway.store import Store
+from gateway.verify import Verifier
+from protocol import frame, link
+from protocol import messages as m
+
+KEY = bytes(range(32))
+T0 = 1_790_000_000
+GUARD_S = 10.0
+_T = TypeVar("_T")
+
+
+class Rig:
+    """Ingest wired to a real store on one worker thread; downlink frames are collected."""
+
+    def __init__(self, tmp_path: Path, commit_interval_ms: int, max_group: int) -> None:
+        self.pool = concurrent.futures.ThreadPoolExecutor(1)
+        self.store = Store(tmp_path / "q.sqlite3", 1 << 30, 86400)
+        ring = frame.KeyRing({7: KEY, 8: KEY})
+        self.written: list[tuple[str, bytes]] = []
+        self.notified: list[bool] = []
+        self.downlink = Downlink(config.Downlink(), ring, self._seq, self._write,
+                                 quality=lambda: m.TIME_NTP)
+        self.ingest = Ingest(self.store, self.call, Verifier(ring), self.downlink,
+                             self.notified.append, commit_interval_ms=commit_interval_ms,
+                             max_group=max_group)
+
+    async def call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, functools.partial(fn, *args))
+
+    async def _seq(self, node: int, boot: int) -> int:
+        return await self.call(self.store.next_downlink_seq, node, boot)
+
+    def _write(self, port: str, data: bytes) -> bool:
+        self.written.append((port, data))
+        return True
+
+    def acks(self) -> list[m.Ack]:
+        ring = frame.KeyRing({7: KEY, 8: KEY})
+        out: list[m.Ack] = []
+        for _, w in self.written:
+            msg = frame.open_payload(link.unframe(w), ring, uplink=False)
+            if isinstance(msg, m.Ack):
+                out.append(msg)
+        return out
+
+    def close(self) -> None:
+        self.pool.submit(self.store.close).result()
+        self.pool.shutdown()
+
+
+def wire(node: int, seq: int, alarm: bool = False) -> bytes:
+    msg: m.Message = (m.Alarm(node, 1, seq, T0, 1, 200, 205, 1000, None) if alarm
+                      else m.Flood(node, 1, seq, T0 + seq, 10, 2990, 2450, 0, 5))
+    return frame.seal(msg, KEY)
+
+
+def test_alarm_is_committed_and_acked_at_once(tmp_path: Path) -> None:
+    """With a long commit interval, floods wait; an alarm joining them commits the group now."""
+    rig = Rig(tmp_path, commit_interval_ms=60_000, max_group=1000)
+
+    async def main() -> None:
+        task = asyncio.create_task(rig.ingest.run())
+        await rig.ingest.on_data("p1", wire(7, 1) + wire(7, 2))
+        await asyncio.sleep(0.2)
+        assert rig.acks() == []                      # the group waits for its interval
+        await rig.ingest.on_data("p2", wire(8, 1, alarm=True))
+        async with asyncio.timeout(GUARD_S):
+            while len(rig.acks()) < 2:
+                await asyncio.sleep(0.01)
+        task.cancel()
+
+    try:
+        asyncio.run(main())
+        assert {(a.node, a.floor) for a in rig.acks()} == {(7, 2), (8, 1)}
+        assert rig.notified == [True]
+    finally:
+        rig.close()
+
+
+def test_a_full_group_does_not_hold_back_an_alarm(tmp_path: Path) -> None:
+    """A port that keeps the group full blocks on room; an alarm from another port does not."""
+    rig = Rig(tmp_path, commit_interval_ms=60_000, max_group=4)
+
+    async def main() -> None:
+        flood = asyncio.create_task(
+            rig.ingest.on_data("p1", b"".join(wire(7, s) for s in range(1, 10))))
+        await asyncio.sleep(0.1)
+        assert not flood.done()                      # waiting for room: nobody commits
+        async with asyncio.timeout(GUARD_S):
+            await rig.ingest.on_data("p2", wire(8, 1, alarm=True))   # returns at once
+        task = asyncio.create_task(rig.ingest.run())
+        async with asyncio.timeout(GUARD_S):
+            await flood
+            while not any(a.node == 8 for a in rig.acks()):
+                await asyncio.sleep(0.01)
+        task.cancel()
+
+    try:
+        asyncio.run(main())
+    finally:
+        rig.close()
