@@ -39,8 +39,11 @@ lint: $(STAMP) $(ESP32_STUBS)
 	    protocol.messages protocol.frame protocol.replay protocol.show
 	$(BIN)/python -m tools.mpy_check --march xtensawin
 
+# Codec ratios, then the gateway end to end (issue 4: needs mosquitto and 2 CPUs, ~5 min;
+# `$(BIN)/python -m gateway.tests.bench_gateway --quick` takes ~2 min).
 bench: $(STAMP)
 	$(BIN)/python -m protocol.tests.bench_codec
+	$(BIN)/python -m gateway.tests.bench_gateway
 
 # Developer helpers: rewrite the golden vectors (review the diff!) and the SPEC size table.
 vectors: $(STAMP)
