@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -52,12 +53,21 @@ Write = Callable[[str, bytes], bool]
 Cfg = dict[int, int | list[int]]
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    # Loaded once: find_library may run a subprocess (ldconfig), not for every time frame.
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    except OSError:
+        return None
+
+
 def clock_quality() -> int:
     """TIME_NTP when the kernel says the clock is synchronised, else TIME_FREE."""
+    libc = _libc()
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
         buf = ctypes.create_string_buffer(512)      # struct timex, modes = 0: read only
-        state = libc.adjtimex(buf)
+        state = libc.adjtimex(buf) if libc is not None else -1
     except (OSError, AttributeError):
         return m.TIME_FREE
     return m.TIME_NTP if 0 <= state < 5 else m.TIME_FREE     # 5: TIME_ERROR (unsynced)
@@ -166,10 +176,6 @@ class Downlink:
         route = self._routes.get(node)
         if route is not None:
             await self._push(node, route, wish, self._clock())
-
-    def pending_configs(self) -> int:
-        """Config wishes not yet confirmed by a hello."""
-        return sum(1 for w in self._wishes.values() if w.confirmed is None)
 
     # -- sending -----------------------------------------------------------------------------
 

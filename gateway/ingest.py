@@ -35,7 +35,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from gateway.downlink import Downlink
 from gateway.store import ALARM, ROUTINE, DropReport, Record, Store, StoreError, StoreFullError
@@ -48,7 +48,6 @@ TASK_NAME = "gateway.ingest"
 MAX_GROUP = 2000
 LOG_INTERVAL_S = 10.0
 
-_T = TypeVar("_T")
 Call = Callable[..., Awaitable[Any]]
 OnRecord = Callable[[Accepted, int], None]
 
@@ -65,8 +64,6 @@ class IngestStats:
     commits: int = 0             # group commits
     commit_failures: int = 0     # groups not stored (no ack sent)
     full_failures: int = 0       # of which the disk or the store was full
-    lost_groups_frames: int = 0  # frames of failed groups (the nodes send them again)
-    group_size_max: int = 0
 
 
 class Ingest:
@@ -170,7 +167,6 @@ class Ingest:
             new: list[bool] = await self._call(self.store.add_batch, recs)
         except StoreError as exc:
             self.stats.commit_failures += 1
-            self.stats.lost_groups_frames += len(group)
             full = isinstance(exc, StoreFullError)
             self.stats.full_failures += full
             now = time.monotonic()
@@ -183,7 +179,6 @@ class Ingest:
                           "and the SD card (dmesg)")
             return
         self.stats.commits += 1
-        self.stats.group_size_max = max(self.stats.group_size_max, len(group))
         alarm = False
         routes: dict[tuple[str, int, int], None] = {}
         fresh: list[tuple[Accepted, int]] = []
