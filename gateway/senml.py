@@ -2,8 +2,12 @@
 
 One pack per MQTT publish: a CBOR array of SenML records (maps with RFC 8428's integer labels:
 bver -1, bn -2, bt -3, bu -4, bv -5, bs -6, n 0, u 1, v 2, vs 3, vb 4, s 5, t 6, ut 7, vd 8;
-base sum is -6, not the -16 some libraries use). Encoded deterministically (cbor2,
-``canonical=True``), so a retried publish of the same records carries the same bytes.
+base sum is -6, not the -16 some libraries use). Encoded deterministically: every map is
+built with its keys already in RFC 8949 deterministic order (n u v vs vb vd, then bn bt) and
+written by cbor2's C encoder as is, so a retried publish of the same records carries the same
+bytes. Numbers are integers where the value is integral and float64 otherwise (cbor2's
+``canonical=True`` would also shorten floats, at seven times the cost: 40 against 5 us a
+record on the benchmark machine).
 
 Record groups.
     Each uplink message becomes one contiguous group of records, in this order:
@@ -143,19 +147,20 @@ class _Builder:
         self._node: int | None = None
 
     def open(self, node: int, bt: float, type_: str, boot: int, seq: int | None) -> None:
-        first: _Rec = {}
+        # Keys in deterministic order: n (0x00), vs (0x03), bn (0x21), bt (0x22).
+        first: _Rec = {N: "type", VS: type_}
         if node != self._node:
             first[BN] = f"{NAME_PREFIX}{node}:"
             self._node = node
         first[BT] = bt
-        first[N] = "type"
-        first[VS] = type_
         self.records.append(first)
         self.num("boot", boot)
         if seq is not None:
             self.num("seq", seq)
 
     def num(self, n: str, v: float, u: str | None = None) -> None:
+        if type(v) is float and v.is_integer():
+            v = int(v)      # 0.0 m is written 0, as short as canonical CBOR would
         rec: _Rec = {N: n}
         if u is not None:
             rec[U] = u
@@ -244,7 +249,8 @@ def _add(b: _Builder, up: Uplink) -> None:
 
 
 def _dump(records: list[_Rec]) -> bytes:
-    return cbor2.dumps(records, canonical=True)
+    # The builder wrote every map in deterministic key order: no sorting needed here.
+    return cbor2.dumps(records)
 
 
 def encode_pack(uplinks: Iterable[Uplink]) -> bytes:

@@ -1,13 +1,14 @@
 """Frame decode and verify stage: bytes from serial ports in, authenticated uplink messages out.
 
-`Verifier.feed(port, data)` splits each port's byte stream into frames (one
-`protocol.link.Deframer` per port, so ports never mix partial frames), opens each payload
-with `protocol.frame.open_payload` (layout, key-ring policy, tag in constant time, then the
-message; SPEC 7.3) and checks it against the replay window (`protocol.replay.ReplayGuard`,
-SPEC 9.1). What passes comes back as `Accepted`; everything else is counted by reason (the
-names of `protocol.errors`) and by claimed node, logged at most once per reason per
-`log_interval_s`, and never raised: line noise, forged tags and unknown nodes are the normal
-diet of a receiver.
+`Verifier.feed(port, data)` splits each port's byte stream into frames (one deframer per
+port, so ports never mix partial frames), opens each payload as
+`protocol.frame.open_payload` does (layout, key-ring policy, tag, then the message; SPEC
+7.3) and checks it against the replay window (`protocol.replay.ReplayGuard`, SPEC 9.1).
+Deframing and opening take `gateway.fastpath`, which gives `protocol`'s verdicts at C speed
+for clean frames and hands every other frame to `protocol` itself. What passes comes back
+as `Accepted`; everything else is counted by reason (the names of `protocol.errors`) and by
+claimed node, logged at most once per reason per `log_interval_s`, and never raised: line
+noise, forged tags and unknown nodes are the normal diet of a receiver.
 
 Order of replay check and accept (the caller's duty):
 
@@ -39,9 +40,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gateway.fastpath import Deframer, Opener
 from protocol import frame, mac, messages
 from protocol.errors import NODE, TAG, UNTAGGED, ProtocolError
-from protocol.link import Deframer
 from protocol.replay import ReplayGuard
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class Verifier:
                  log_interval_s: float = LOG_INTERVAL_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.ring = ring
+        self.opener = Opener(ring)
         self.guard = guard if guard is not None else ReplayGuard()
         self.accepted = 0
         self.bad: Counter[str] = Counter()  # reason -> refused frames
@@ -130,7 +132,7 @@ class Verifier:
 
     def _open(self, port: str, payload: bytes) -> Accepted | None:
         try:
-            msg = frame.open_payload(payload, self.ring)
+            msg, body = self.opener.open(payload)
         except ProtocolError as exc:
             self._refuse(port, exc.reason, exc.detail, _claimed_node(payload))
             return None
@@ -144,7 +146,6 @@ class Verifier:
             self._reacks[(port, msg.node, msg.boot)] = None
             self._refuse(port, exc.reason, exc.detail, msg.node)
             return None
-        body = mac.unwrap(payload)[0] if mac.is_mac0(payload) else bytes(payload)
         return Accepted(port, msg.node, msg.boot, msg.seq, msg.TYPE, msg, body)
 
     def _refuse(self, port: str, reason: str, detail: str, node: int | None) -> None:

@@ -8,6 +8,8 @@ TAG_B: Final = 8
 OVERHEAD_B: Final = 18
 
 class Key:
+    _in: bytes      # key XOR ipad, one SHA-256 block (HMAC's inner pad)
+    _out: bytes     # key XOR opad (outer pad); gateway.fastpath hashes both once per key
     def __init__(self, key: _ReadBuf) -> None: ...  # KEY_B bytes, else ValueError
     def tag(self, payload: _ReadBuf) -> bytes: ...
 
