@@ -44,10 +44,9 @@ from pathlib import Path
 
 import aiomqtt
 
-from gateway import backoff, config, senml, topics
+from gateway import backoff, config, fastpath, senml, topics
 from gateway.batcher import Batch
 from gateway.errors import ConfigError
-from protocol import messages
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +105,8 @@ def batch_payload(batch: Batch) -> bytes:
 
 def _uplinks(batch: Batch) -> list[senml.Uplink]:
     # A stored payload is the authenticated CBOR message (verify.Accepted.body).
-    return [senml.Uplink(r.received_ms, messages.decode(r.payload)) for r in batch.records]
+    return [senml.Uplink(r.received_ms, fastpath.decode_stored(r.payload))
+            for r in batch.records]
 
 
 @dataclass

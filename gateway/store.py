@@ -17,7 +17,9 @@ Stored once (SPEC section 6).
     published and deleted long ago, also across restarts: `add_batch` reports it as not new and
     the caller acks it again. A seq more than 64 above the floor moves the floor; SPEC 9.3 keeps
     a conforming node from ever sending a seq it still holds below that. The rows are small and
-    never pruned (one per boot of each node). Table ``frames`` also has UNIQUE (node, boot, seq).
+    never pruned (one per boot of each node). Table ``frames`` itself has no UNIQUE (node,
+    boot, seq) index since schema 2: ``seen`` already decides in the same transaction, and the
+    index cost a third of every insert and delete (a store of schema 1 is migrated on open).
 
 Delete on PUBACK only.
     `take` hands records out (alarms first, then the oldest) and remembers them as in flight
@@ -82,7 +84,7 @@ from gateway.errors import GatewayError
 from protocol.errors import ProtocolError
 from protocol.replay import ReplayGuard
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 ALARM_AGE_FACTOR = 10        # alarms and hellos are kept this many times max_age_s
 ROW_OVERHEAD_B = 96          # accounted bytes per record on top of its payload (see module doc)
 DOWNLINK_BLOCK = 32          # downlink seqs reserved on disk per commit
@@ -97,6 +99,7 @@ _U32 = 0xFFFFFFFF
 _U64 = 0xFFFFFFFFFFFFFFFF
 _SWEEP_ROWS = 256            # rows read per step of a thinning sweep
 _DELETE_CHUNK = 500          # ids per DELETE statement (one statement per batch, not per id)
+_ALARMS_BY_ID = "INDEXED BY frames_alarms WHERE priority = 1 ORDER BY id"
 _ALL_BOOTS = 1 << 31         # ReplayGuard never forgets a boot here: the store is the last judge
 
 _SCHEMA = """
@@ -105,10 +108,9 @@ CREATE TABLE frames (
     id INTEGER PRIMARY KEY AUTOINCREMENT,   -- never reused: a stale id cannot hit a new row
     node INTEGER NOT NULL, boot INTEGER NOT NULL, seq INTEGER NOT NULL,
     kind INTEGER NOT NULL, priority INTEGER NOT NULL, received_ms INTEGER NOT NULL,
-    payload BLOB NOT NULL,
-    UNIQUE (node, boot, seq)
+    payload BLOB NOT NULL
 );
-CREATE INDEX frames_order ON frames (priority, id);
+CREATE INDEX frames_alarms ON frames (id) WHERE priority = 1;
 CREATE INDEX frames_age ON frames (priority, received_ms);
 CREATE TABLE seen (node INTEGER, boot INTEGER, floor INTEGER NOT NULL, bits INTEGER NOT NULL,
                    PRIMARY KEY (node, boot)) WITHOUT ROWID;
@@ -125,6 +127,23 @@ CREATE TABLE gaps (
     last_ms INTEGER NOT NULL
 );
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+"""
+# Schema 1 -> 2: frames without UNIQUE (node, boot, seq), alarms in a partial index. Routine
+# records are read in rowid order (queries write ``+priority`` so that the planner walks the
+# rowid instead of an index and a sort).
+_MIGRATE_1_2 = """
+CREATE TABLE frames_v2 (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    node INTEGER NOT NULL, boot INTEGER NOT NULL, seq INTEGER NOT NULL,
+    kind INTEGER NOT NULL, priority INTEGER NOT NULL, received_ms INTEGER NOT NULL,
+    payload BLOB NOT NULL
+);
+INSERT INTO frames_v2 SELECT * FROM frames;
+DROP TABLE frames;
+ALTER TABLE frames_v2 RENAME TO frames;
+CREATE INDEX frames_alarms ON frames (id) WHERE priority = 1;
+CREATE INDEX frames_age ON frames (priority, received_ms);
+UPDATE schema_version SET version = 2;
 """
 
 
@@ -208,6 +227,7 @@ class Store:
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
         self._inflight: set[int] = set()
+        self._next_routine = 0      # routine ids below it are in flight or gone (take's cursor)
         self._gaps_inflight: set[int] = set()
         self._downlink: dict[tuple[int, int], list[int]] = {}   # -> [next, reserved]
         self._parity: dict[tuple[int, int, int], bool] = {}
@@ -244,6 +264,12 @@ class Store:
                             db.execute(stmt)
                     db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
             version = db.execute("SELECT version FROM schema_version").fetchone()[0]
+            if version == 1:
+                with self._txn("migrate schema 1 to 2"):
+                    for stmt in _MIGRATE_1_2.split(";"):
+                        if stmt.strip():
+                            db.execute(stmt)
+                version = 2
         except sqlite3.Error as exc:
             raise self._error(exc, "open") from exc
         if version != SCHEMA_VERSION:
@@ -327,30 +353,28 @@ class Store:
             return []
         before: dict[tuple[int, int], tuple[int, int]] = {}
         new: list[bool] = []
-        added = alarms = size = 0
+        rows: list[tuple[int, int, int, int, int, int, bytes]] = []
+        alarms = size = 0
+        seen = self._seen
         try:
             with self._txn(f"add_batch of {len(records)} records") as db:
                 for r in records:
                     key = (r.node, r.boot)
                     if key not in before:
-                        before[key] = self._seen.ack(r.node, r.boot)
+                        before[key] = seen.ack(r.node, r.boot)
                     try:
-                        self._seen.accept(r.node, r.boot, r.seq)
+                        seen.accept(r.node, r.boot, r.seq)
                     except ProtocolError:
-                        new.append(False)
+                        new.append(False)       # stored before (queued or published)
                         continue
-                    cur = db.execute(
-                        "INSERT OR IGNORE INTO frames"
-                        " (node, boot, seq, kind, priority, received_ms, payload)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (r.node, r.boot, r.seq, r.kind, r.priority, r.received_ms, r.payload),
-                    )
-                    is_new = cur.rowcount == 1
-                    new.append(is_new)
-                    if is_new:
-                        added += 1
-                        alarms += r.priority
-                        size += len(r.payload) + ROW_OVERHEAD_B
+                    new.append(True)
+                    rows.append((r.node, r.boot, r.seq, r.kind, r.priority, r.received_ms,
+                                 r.payload))
+                    alarms += r.priority
+                    size += len(r.payload)
+                db.executemany(
+                    "INSERT INTO frames (node, boot, seq, kind, priority, received_ms, payload)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
                 db.executemany(
                     "INSERT OR REPLACE INTO seen VALUES (?, ?, ?, ?)",
                     [(n, b, *_signed(*self._seen.ack(n, b))) for n, b in before],
@@ -358,9 +382,9 @@ class Store:
         except BaseException:
             self._seen.load((n, b, f, m) for (n, b), (f, m) in before.items())
             raise
-        self._count += added
+        self._count += len(rows)
         self._alarms += alarms
-        self._bytes += size
+        self._bytes += size + len(rows) * ROW_OVERHEAD_B
         return new
 
     def take(self, limit_count: int, limit_bytes: int, alarms_first: bool = True) -> list[Record]:
@@ -369,12 +393,17 @@ class Store:
         Stops at limit_count records or before limit_bytes of payload (one record at least).
         The records stay stored and in flight until `confirm` or `release`.
         """
-        queries = (
-            ["WHERE priority = 1 ORDER BY priority, id", "WHERE priority = 0 ORDER BY priority, id"]
-            if alarms_first
-            else ["ORDER BY id"]
-        )
-        return self._take(queries, (), limit_count, limit_bytes)
+        if not alarms_first:
+            return self._take(["ORDER BY id"], (), limit_count, limit_bytes)
+        # Routine records from the cursor on: the ones below it are in flight (or gone), so a
+        # deep in-flight window is not read again at every take.
+        out = self._take([_ALARMS_BY_ID,
+                          f"WHERE +priority = 0 AND id >= {self._next_routine} ORDER BY id"],
+                         (), limit_count, limit_bytes)
+        for r in out:
+            if r.priority == ROUTINE and r.id >= self._next_routine:
+                self._next_routine = r.id + 1
+        return out
 
     def take_since(self, limit_count: int, limit_bytes: int, since_ms: int) -> list[Record]:
         """Like `take`, but only routine records received at or after since_ms, oldest first.
@@ -416,7 +445,10 @@ class Store:
 
     def release(self, ids: Iterable[int]) -> None:
         """Give records back (publishing failed): `take` hands them out again."""
+        ids = list(ids)
         self._inflight.difference_update(ids)
+        if ids:
+            self._next_routine = min(self._next_routine, *ids)
 
     def confirm(self, ids: Iterable[int]) -> None:
         """Delete published records (their batch's PUBACK arrived)."""
@@ -515,7 +547,7 @@ class Store:
                     break
                 offset = count - 1 if self._wide else count // 2
                 (self._end,) = db.execute(
-                    "SELECT id FROM frames WHERE priority = 0 ORDER BY priority, id"
+                    "SELECT id FROM frames WHERE +priority = 0 ORDER BY id"
                     " LIMIT 1 OFFSET ?", (offset,)
                 ).fetchone()
                 self._cursor = 0
@@ -523,7 +555,7 @@ class Store:
                 self._parity = {}
             rows = db.execute(
                 "SELECT id, node, boot, seq, priority, length(payload), kind FROM frames"
-                " WHERE priority = 0 AND id > ? AND id <= ? ORDER BY priority, id LIMIT ?",
+                " WHERE +priority = 0 AND id > ? AND id <= ? ORDER BY id LIMIT ?",
                 (self._cursor, self._end, _SWEEP_ROWS),
             ).fetchall()
             if not rows:
@@ -551,7 +583,8 @@ class Store:
         freed = 0
         with closing(db.execute(
             "SELECT id, node, boot, seq, priority, length(payload) FROM frames"
-            " WHERE priority = ? ORDER BY priority, id", (priority,)
+            + (" " + _ALARMS_BY_ID if priority == ALARM
+               else " WHERE +priority = 0 ORDER BY id")
         )) as cur:
             for row in cur:
                 if freed >= excess:

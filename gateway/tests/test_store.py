@@ -403,3 +403,84 @@ def test_ack_state_covers_what_was_stored(tmp_path: Path) -> None:
         assert store.ack_state(7, 9) == (0, 0)
     with open_store(tmp_path) as store:
         assert store.ack_state(7, 1) == (2, 0b10)      # seq 4: bit 4 - 2 - 1
+
+
+_SCHEMA_1 = """
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+INSERT INTO schema_version VALUES (1);
+CREATE TABLE frames (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    node INTEGER NOT NULL, boot INTEGER NOT NULL, seq INTEGER NOT NULL,
+    kind INTEGER NOT NULL, priority INTEGER NOT NULL, received_ms INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    UNIQUE (node, boot, seq)
+);
+CREATE INDEX frames_order ON frames (priority, id);
+CREATE INDEX frames_age ON frames (priority, received_ms);
+CREATE TABLE seen (node INTEGER, boot INTEGER, floor INTEGER NOT NULL, bits INTEGER NOT NULL,
+                   PRIMARY KEY (node, boot)) WITHOUT ROWID;
+CREATE TABLE downlink (node INTEGER, boot INTEGER, reserved INTEGER NOT NULL,
+                       PRIMARY KEY (node, boot)) WITHOUT ROWID;
+CREATE TABLE replay (node INTEGER, boot INTEGER, floor INTEGER NOT NULL, bits INTEGER NOT NULL,
+                     PRIMARY KEY (node, boot)) WITHOUT ROWID;
+CREATE TABLE drops (node INTEGER, reason TEXT, count INTEGER NOT NULL,
+                    PRIMARY KEY (node, reason)) WITHOUT ROWID;
+CREATE TABLE gaps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    node INTEGER NOT NULL, boot INTEGER NOT NULL, reason TEXT NOT NULL,
+    ranges TEXT NOT NULL, count INTEGER NOT NULL, first_ms INTEGER NOT NULL,
+    last_ms INTEGER NOT NULL
+);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+"""
+
+
+def test_schema_1_store_is_migrated_with_its_records_and_ids(tmp_path: Path) -> None:
+    """A store written by schema 1 opens as schema 2: same records, ids, seen state."""
+    path = tmp_path / "queue.db"
+    db = sqlite3.connect(path)
+    db.executescript(_SCHEMA_1)
+    db.executemany("INSERT INTO frames VALUES (?, 7, 1, ?, 2, ?, ?, ?)",
+                   [(10 + s, s, s % 2, T0 + s, rec(s).payload) for s in (1, 2, 3)])
+    db.execute("INSERT INTO sqlite_sequence VALUES ('frames', 13)")
+    db.execute("INSERT INTO seen VALUES (7, 1, 3, 0)")
+    db.commit()
+    db.close()
+    with Store(path, BIG, DAY_S) as store:
+        assert [(r.id, r.seq, r.priority) for r in store.take(10, BIG)] == [
+            (11, 1, 1), (13, 3, 1), (12, 2, 0)]
+        assert store.add_batch([rec(2), rec(4)]) == [False, True]
+        assert store.stats(T0).records == 4
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT version FROM schema_version").fetchone() == (2,)
+    assert db.execute("SELECT MAX(id) FROM frames").fetchone() == (14,)
+    names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "frames_order" not in names and "frames_alarms" in names
+    db.close()
+
+
+def test_routine_reads_walk_the_rowid_without_a_sort(tmp_path: Path) -> None:
+    """take's and the sweeps' queries use the rowid or an index, never a temporary sort."""
+    with open_store(tmp_path) as store:
+        db = store._db
+        for q in ("SELECT * FROM frames WHERE +priority = 0 AND id >= 5 ORDER BY id",
+                  "SELECT * FROM frames INDEXED BY frames_alarms WHERE priority = 1 ORDER BY id",
+                  "SELECT * FROM frames WHERE priority = 0 AND received_ms >= 5"
+                  " ORDER BY priority, received_ms",
+                  "SELECT MIN(received_ms) FROM frames WHERE priority = 0"):
+            plan = " ".join(str(r[-1]) for r in db.execute("EXPLAIN QUERY PLAN " + q))
+            assert "TEMP B-TREE" not in plan and ("USING" in plan or "rowid" in plan), (q, plan)
+
+
+def test_take_after_release_hands_out_the_given_back_records_again(tmp_path: Path) -> None:
+    """The routine cursor never skips a record: released ones come back, oldest first."""
+    with open_store(tmp_path) as store:
+        store.add_batch([rec(s) for s in range(1, 11)])
+        a = store.take(3, BIG)
+        b = store.take(3, BIG)
+        assert [r.seq for r in a + b] == [1, 2, 3, 4, 5, 6]
+        store.release(r.id for r in a)
+        store.confirm(r.id for r in b)
+        assert [r.seq for r in store.take(5, BIG)] == [1, 2, 3, 7, 8]
+        store.add_batch([rec(11, priority=ALARM)])
+        assert [r.seq for r in store.take(5, BIG)] == [11, 9, 10]
