@@ -23,10 +23,12 @@ $(ESP32_STUBS): $(STAMP)
 sysdeps:
 	@sh .ci/sysdeps.sh
 
-# The real firmware on an emulated board through a 15-minute flash flood (30 s at 30x), its
-# frames decoded and acknowledged live. `roadside demo` shows the wire protocol alone.
+# Three emulated boards on the real firmware (a flooding street, a busy road, a dry street),
+# the real gateway, its own broker (Mosquitto, else amqtt) and a live dashboard at 10x: the
+# first flood alarm within 20 s. Ctrl-C stops everything. Options: make demo DEMO_ARGS=
+# '--duration 90 --capture run.jsonl', then python -m hil_tests.demo.plot run.jsonl -o run.png.
 demo: $(STAMP)
-	$(BIN)/roadside emulate --scenario hil_tests/scenarios/flash_flood.toml --time-scale 30 --ack
+	$(BIN)/python -m hil_tests.demo $(DEMO_ARGS)
 
 test: $(STAMP) sysdeps
 	$(BIN)/python -m pytest
