@@ -2,8 +2,10 @@
 
     roadside emulate --scenario hil_tests/scenarios/flash_flood.toml --time-scale 10
 
-prints `serial: /dev/pts/N` (the port a gateway opens), then the board's console with virtual
-time stamps, until the scenario ends or Ctrl-C. Also `python -m hil_tests.emulator.run ...`.
+prints `serial: /dev/pts/N` (the port a gateway opens), with --console-pty also
+`console: /dev/pts/M` (the board's USB console: REPL, mpremote, the technician's tools), then
+the board's console with virtual time stamps, until the scenario ends or Ctrl-C.
+Also `python -m hil_tests.emulator.run ...`.
 tools/cli.py wires the verb with `add_arguments` and `command`.
 """
 
@@ -49,7 +51,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def emulate(  # noqa: PLR0917 - the signature tools/cli.py calls
         scenario: Path, node_id: int, time_scale: float, board: str, key: bytes | None,
-        state_dir: Path | None, out: TextIO | None = None, ack: bool = False) -> int:
+        state_dir: Path | None, out: TextIO | None = None, ack: bool = False,
+        console_pty: bool = False) -> int:
     """Runs the scenario on one emulated board; 0 at its end, 1 if the board died, 130 on ^C.
 
     SIGTERM stops it like Ctrl-C (the board's process group is killed either way).
@@ -59,11 +62,12 @@ def emulate(  # noqa: PLR0917 - the signature tools/cli.py calls
         previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
             return _emulate(scenario, node_id=node_id, time_scale=time_scale, board=board,
-                            key=key, state_dir=state_dir, out=out, ack=ack)
+                            key=key, state_dir=state_dir, out=out, ack=ack,
+                            console_pty=console_pty)
         finally:
             signal.signal(signal.SIGTERM, previous)
     return _emulate(scenario, node_id=node_id, time_scale=time_scale, board=board, key=key,
-                    state_dir=state_dir, out=out, ack=ack)
+                    state_dir=state_dir, out=out, ack=ack, console_pty=console_pty)
 
 
 def _bench(emu: Board, scen: Scenario, node_id: int, key: bytes | None,
@@ -80,7 +84,8 @@ def _bench(emu: Board, scen: Scenario, node_id: int, key: bytes | None,
 
 
 def _emulate(scenario: Path, *, node_id: int, time_scale: float, board: str,
-             key: bytes | None, state_dir: Path | None, out: TextIO, ack: bool) -> int:
+             key: bytes | None, state_dir: Path | None, out: TextIO, ack: bool,
+             console_pty: bool = False) -> int:
     try:
         scen = load_scenario(scenario)
     except ScenarioError as exc:
@@ -90,8 +95,10 @@ def _emulate(scenario: Path, *, node_id: int, time_scale: float, board: str,
     try:
         # Without a state dir the Board makes a temporary one and removes it when closed.
         emu = Board(scen, node_config(scen, node_id, board, key), state_dir=state_dir,
-                    time_scale=time_scale, board=board, echo=out)
+                    time_scale=time_scale, board=board, echo=out, console_pty=console_pty)
         print(f"serial: {emu.host_port}", file=out, flush=True)
+        if emu.console_port is not None:
+            print(f"console: {emu.console_port}", file=out, flush=True)
         print(f"emulate: {scen.name}, {scen.duration_s:g} s at {time_scale:g}x, node "
               f"{node_id}, state in {emu.state_dir}", file=sys.stderr, flush=True)
         with contextlib.ExitStack() as stack:
@@ -139,6 +146,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ack", action="store_true",
                         help="attach a bench peer that decodes, acknowledges and time-syncs "
                              "the node and prints each message (no gateway needed)")
+    parser.add_argument("--console-pty", action="store_true",
+                        help="also put the board's console on a pty, like an ESP32's USB "
+                             "serial (REPL, Ctrl-C, mpremote): prints `console: /dev/pts/M`")
 
 
 def _read_key(path: Path | None) -> bytes | None:
@@ -164,7 +174,7 @@ def command(args: argparse.Namespace) -> int:
         print(f"roadside emulate: {exc}", file=sys.stderr)
         return 1
     return emulate(args.scenario, args.node_id, args.time_scale, args.board, key,
-                   args.state_dir, ack=args.ack)
+                   args.state_dir, ack=args.ack, console_pty=args.console_pty)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,9 @@ over an AF_UNIX socket, bites when the watchdog deadline passes, cuts the power 
 scenario says so, wakes the board from deep sleep and restarts it after machine.reset() or a
 crash, each time with the right reset cause. The board's link UART is a pty: a gateway opens
 `board.host_port` (/dev/pts/N). The console goes to `console.log`, each line prefixed with the
-virtual time. hil_tests/README.md describes the board and the process contract.
+virtual time. With `console_pty=True` the console is also a pty, `board.console_port`, like
+an ESP32's USB serial: a REPL behind Ctrl-C, raw REPL for mpremote, soft reboots.
+hil_tests/README.md describes the board and the process contract.
 
     with Board(World(load_scenario(path)), config, time_scale=50) as board:
         serial.Serial(board.host_port)...
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import importlib
 import json
 import os
@@ -32,6 +35,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
 import time
 import tty
@@ -60,6 +64,9 @@ EXIT_DEEPSLEEP = 71                # machine.deepsleep(ms)
 CRASH_LIMIT = 5                    # quick crashes in a row before the board is declared dead
 QUICK_CRASH_S = 2.0                # a boot that dies sooner than this (wall) is a quick crash
 CONSOLE_KEEP = 200_000             # console lines kept in memory for wait_for
+CONSOLE_QUEUE_B = 64 * 1024        # console bytes kept for a host that is not reading
+RAW_PROMPT = b"raw REPL; CTRL-B to exit"
+FRIENDLY_PROMPT = b">>> "
 
 PWRON_RESET = 1
 HARD_RESET = 2
@@ -68,6 +75,12 @@ DEEPSLEEP_RESET = 4
 SOFT_RESET = 5
 CAUSES = {PWRON_RESET: "power-on", HARD_RESET: "hard", WDT_RESET: "watchdog",
           DEEPSLEEP_RESET: "deep sleep", SOFT_RESET: "soft"}
+
+
+def _take_ctty() -> None:
+    """In the board's child process: its console tty becomes the controlling terminal, so
+    Ctrl-C raises KeyboardInterrupt in running code, as the ESP32's console does."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 class BoardError(RuntimeError):
@@ -134,7 +147,7 @@ class Board:
                  rom: Path | None = None, device_dir: Path | None = None,
                  flash_bytes: int = FLASH_BYTES, heap_budget_b: int = HEAP_BUDGET_B,
                  power_cuts: bool = True, echo: TextIO | None = None,
-                 micropython: Path | None = None) -> None:
+                 micropython: Path | None = None, console_pty: bool = False) -> None:
         if time_scale <= 0:
             raise BoardError(f"time_scale must be > 0, got {time_scale}")
         module = board_module(board)
@@ -205,6 +218,21 @@ class Board:
         self._master, self._holder = os.openpty()
         tty.setraw(self._holder)
         self.host_port = os.ttyname(self._holder)
+        # The console port (console_pty=True): a host opens console_port like /dev/ttyUSB0.
+        # Each boot gets its own tty (self._tty, the board's stdin/stdout/stderr and
+        # controlling terminal); the loop relays bytes between it and the console port.
+        self.console_pty = console_pty
+        self.console_port: str | None = None
+        self._con_master = self._con_holder = self._tty = -1
+        self._to_host = bytearray()
+        self._to_board = bytearray()
+        self._raw_repl = False             # the board's REPL is in raw mode (mpremote)
+        self._tail = b""                   # last console bytes, for prompts split by reads
+        if console_pty:
+            self._con_master, self._con_holder = os.openpty()
+            tty.setraw(self._con_holder)
+            os.set_blocking(self._con_master, False)
+            self.console_port = os.ttyname(self._con_holder)
 
     # ----- public interface ---------------------------------------------------------------
 
@@ -281,11 +309,13 @@ class Board:
         self._state = "closed"
         for conn in list(self._conns):
             self._close_conn(conn)
-        for fd in (self._master, self._holder, self._wake_r, self._wake_w):
+        for fd in (self._master, self._holder, self._wake_r, self._wake_w, self._con_master,
+                   self._con_holder, self._tty):
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self._master = self._holder = self._wake_r = self._wake_w = -1
+        self._con_master = self._con_holder = self._tty = -1
         if self._listener is not None:
             self._listener.close()
             self._listener = None
@@ -392,6 +422,8 @@ class Board:
         os.set_blocking(self._wake_r, False)
         self._sel.register(self._listener, selectors.EVENT_READ, self._on_accept)
         self._sel.register(self._wake_r, selectors.EVENT_READ, self._on_command)
+        if self.console_pty:
+            self._sel.register(self._con_master, selectors.EVENT_READ, self._on_host)
 
     def _env(self, cause: int, probe: bool) -> dict[str, str]:
         assert self._device_dir is not None and self._rom is not None
@@ -414,13 +446,45 @@ class Board:
             env["ROADSIDE_HEAP_PROBE"] = "1"
         return env
 
-    def _popen(self, heap_b: int, cause: int, probe: bool) -> subprocess.Popen[bytes]:
+    def _popen(self, heap_b: int, cause: int, probe: bool,
+               console: str = "") -> subprocess.Popen[bytes]:
         exe = self._micropython or micropython_path()
+        if console:
+            return self._popen_tty(exe, heap_b, cause, console)
         proc = subprocess.Popen(
             [str(exe), "-X", f"heapsize={heap_b}", "-m", "emboot"],
             cwd=self._device_dir, env=self._env(cause, probe), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=(self._master,),
             start_new_session=True)
+        self.pids.append(proc.pid)
+        return proc
+
+    def _popen_tty(self, exe: Path, heap_b: int, cause: int,
+                   console: str) -> subprocess.Popen[bytes]:
+        """A boot with its console on a fresh tty: raw, except that Ctrl-C signals (the
+        interpreter turns ISIG off itself while its REPL reads a line); `-i` enters the REPL
+        when main.py ends or is interrupted."""
+        master, slave = os.openpty()
+        try:
+            tty.setraw(slave)
+            attrs = termios.tcgetattr(slave)
+            attrs[3] |= termios.ISIG
+            termios.tcsetattr(slave, termios.TCSANOW, attrs)
+            env = self._env(cause, False)
+            env["ROADSIDE_CONSOLE"] = console
+            proc = subprocess.Popen(
+                [str(exe), "-X", f"heapsize={heap_b}", "-i", "-m", "emboot"],
+                cwd=self._device_dir, env=env, stdin=slave, stdout=slave, stderr=slave,
+                pass_fds=(self._master,), start_new_session=True,
+                # one ioctl between fork and exec, no import, no lock: safe with threads
+                preexec_fn=_take_ctty)  # noqa: PLW1509
+        except BaseException:
+            os.close(master)
+            raise
+        finally:
+            os.close(slave)
+        os.set_blocking(master, False)
+        self._tty = master
         self.pids.append(proc.pid)
         return proc
 
@@ -568,22 +632,34 @@ class Board:
         self._state = "off"
         self._drain(True)
 
-    def _spawn(self, cause: int) -> None:
+    def _spawn(self, cause: int, soft: str = "") -> None:
+        """Starts a boot; soft: "" a reset, or a soft reboot ("soft", or "raw": in raw REPL)."""
         assert self.heap_b is not None
         self._drain(False)
         self._flush_master()          # bytes sent while the board was down are lost
-        proc = self._popen(self.heap_b, cause, probe=False)
+        console = (soft or "1") if self.console_pty else ""
+        proc = self._popen(self.heap_b, cause, probe=False, console=console)
         self._proc = proc
         self._proc_wall = time.monotonic()
         self._wdt_deadline = None
         self._state = "running"
-        assert proc.stdout is not None
-        os.set_blocking(proc.stdout.fileno(), False)
-        self._sel.register(proc.stdout, selectors.EVENT_READ, self._on_console)
+        if console:
+            self._to_board.clear()
+            self._raw_repl = False
+            self._tail = b""
+            if soft == "raw":         # back in the raw REPL, as an ESP32 comes back
+                self._to_board += b"\x01"
+            self._sel.register(self._tty, selectors.EVENT_READ, self._on_tty)
+            self._pump_board()
+        else:
+            assert proc.stdout is not None
+            os.set_blocking(proc.stdout.fileno(), False)
+            self._sel.register(proc.stdout, selectors.EVENT_READ, self._on_console)
         with self._lock:
             boot = Boot(len(self._boots) + 1, cause, round(self.now_ms()), proc.pid, self.heap_b)
             self._boots.append(boot)
-        self._note(f"boot {boot.number}: reset cause {cause} ({CAUSES.get(cause, '?')}), "
+        how = f"soft reboot{' in the raw REPL' if soft == 'raw' else ''}, " if soft else ""
+        self._note(f"boot {boot.number}: {how}reset cause {cause} ({CAUSES.get(cause, '?')}), "
                    f"pid {proc.pid}, heap {self.heap_b} B")
 
     def _end_process(self, why: str, exit_code: int | None = None) -> None:
@@ -598,16 +674,19 @@ class Board:
         # The group may hold other processes even when the leader is gone.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-        assert proc.stdout is not None
-        with contextlib.suppress(KeyError, ValueError):
-            self._sel.unregister(proc.stdout)
-        with contextlib.suppress(OSError):
-            while chunk := os.read(proc.stdout.fileno(), 65536):
-                self._console(chunk)
+        if proc.stdout is None:       # console on a tty
+            self._end_tty()
+        else:
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(proc.stdout)
+            with contextlib.suppress(OSError):
+                while chunk := os.read(proc.stdout.fileno(), 65536):
+                    self._console(chunk)
         if self._out:
             self._emit(self._out.decode("utf-8", "replace"))
             self._out = b""
-        proc.stdout.close()
+        if proc.stdout is not None:
+            proc.stdout.close()
         self._generation += 1
         for conn in list(self._conns):
             self._close_conn(conn)
@@ -644,7 +723,17 @@ class Board:
 
     def _exited(self, code: int) -> None:
         quick = time.monotonic() - self._proc_wall < QUICK_CRASH_S
-        if code == EXIT_RESET:
+        if code == 0 and self.console_pty:
+            # Ctrl-D at the REPL, machine.soft_reset(), sys.exit() in main.py: the ESP32
+            # reboots MicroPython (not the chip: same reset cause, RTC memory kept); from
+            # the raw REPL it comes back in the raw REPL without running main.py.
+            raw = self._raw_repl
+            with self._lock:
+                cause = self._boots[-1].cause if self._boots else PWRON_RESET
+            self._end_process("soft reboot", code)
+            self._crash_streak = 0
+            self._spawn(cause, "raw" if raw else "soft")
+        elif code == EXIT_RESET:
             self._end_process("exit 70 (machine.reset)", code)
             self._crash_streak = 0
             self._spawn(SOFT_RESET)
@@ -679,6 +768,87 @@ class Board:
                     self._lock.notify_all()
             else:
                 self._spawn(PWRON_RESET)
+
+    # ----- the console port (console_pty=True) ---------------------------------------------
+
+    def _on_tty(self, _: object) -> None:
+        """The board's tty: console output (logged, relayed to the console port), or room to
+        write what the host sent."""
+        if self._to_board:
+            self._pump_board()
+        try:
+            chunk = os.read(self._tty, 65536)
+        except BlockingIOError:
+            return
+        except OSError:               # EIO: the board's side is closed, it has exited
+            chunk = b""
+        if chunk:
+            self._from_board(chunk)
+            return
+        proc = self._proc
+        assert proc is not None
+        with contextlib.suppress(KeyError, ValueError):
+            self._sel.unregister(self._tty)
+        try:
+            code = proc.wait(5.0)
+        except subprocess.TimeoutExpired:
+            code = -9
+        self._exited(code)
+
+    def _from_board(self, chunk: bytes) -> None:
+        self._console(chunk)
+        window = self._tail + chunk
+        raw, friendly = window.rfind(RAW_PROMPT), window.rfind(FRIENDLY_PROMPT)
+        if raw != friendly:           # both -1: no prompt in this window
+            self._raw_repl = raw > friendly
+        self._tail = window[-32:]
+        self._to_host += chunk
+        if len(self._to_host) > CONSOLE_QUEUE_B:   # nobody reads: the oldest bytes are lost
+            del self._to_host[:len(self._to_host) - CONSOLE_QUEUE_B]
+        self._pump_host()
+
+    def _end_tty(self) -> None:
+        """After the board's process ended: its last output, then its tty closed."""
+        if self._tty < 0:
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self._sel.unregister(self._tty)
+        with contextlib.suppress(OSError):
+            while chunk := os.read(self._tty, 65536):
+                self._from_board(chunk)
+        os.close(self._tty)
+        self._tty = -1
+        self._to_board.clear()
+
+    def _on_host(self, _: object) -> None:
+        """The console port: bytes from the host go to the running board (else are lost);
+        room again for queued output."""
+        try:
+            data = os.read(self._con_master, 65536)
+        except (BlockingIOError, OSError):
+            data = b""
+        if data and self._state == "running" and self._tty >= 0:
+            self._to_board += data
+            self._pump_board()
+        self._pump_host()
+
+    def _pump_host(self) -> None:
+        if self._to_host:
+            with contextlib.suppress(BlockingIOError, OSError):
+                del self._to_host[:os.write(self._con_master, self._to_host)]
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self._sel.modify(self._con_master, selectors.EVENT_READ
+                             | (selectors.EVENT_WRITE if self._to_host else 0), self._on_host)
+
+    def _pump_board(self) -> None:
+        if self._tty < 0:
+            return
+        if self._to_board:
+            with contextlib.suppress(BlockingIOError, OSError):
+                del self._to_board[:os.write(self._tty, self._to_board)]
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self._sel.modify(self._tty, selectors.EVENT_READ
+                             | (selectors.EVENT_WRITE if self._to_board else 0), self._on_tty)
 
     # ----- pty while the board is down -----------------------------------------------------
 

@@ -10,11 +10,15 @@
 #  5. ROADSIDE_HEAP_PROBE=1: print "HEAP <bytes in use>" and exit 0; otherwise run /boot.py and
 #     /main.py from the flash like the ESP32 does, and afterwards (or after a traceback) sit
 #     at the "REPL" forever: only the watchdog or the supervisor gets the board out.
+#     With the console on a tty (ROADSIDE_CONSOLE, the supervisor's console_pty, which also
+#     passes -i): the interpreter's real REPL follows main.py (or its Ctrl-C), exit 0
+#     (Ctrl-D, machine.soft_reset(), sys.exit()) is a soft reboot; "soft"/"raw": this boot
+#     is one, printed as on an ESP32; "raw" (from the raw REPL) skips main.py.
 # Module-level code on purpose: each function would stay on the heap for the whole run.
 
 import time  # noqa: I001 - first: select and asyncio import the virtual clock
 import select  # noqa: F401
-import machine  # noqa: F401
+import machine
 import onewire  # noqa: F401
 import ds18x20  # noqa: F401
 import asynctask
@@ -90,12 +94,18 @@ os.chdir("/")
 sys.path[:] = ["", ".frozen", "/rom", "/lib"]
 del _p
 
+_con = os.getenv("ROADSIDE_CONSOLE")
+if _con:
+    machine.soft_reset = lambda: sys.exit(0)
+    if _con != "1":
+        print("MPY: soft reboot\r")  # \r\n as the ESP32 prints it (mpremote waits for it)
+
 gc.collect()
 if os.getenv("ROADSIDE_HEAP_PROBE") == "1":
     print("HEAP %d" % gc.mem_alloc())
     sys.exit(0)
 
-for _p in ("boot.py", "main.py"):
+for _p in ("boot.py",) if _con == "raw" else ("boot.py", "main.py"):
     try:
         with open(_p) as _f:
             _src = _f.read()
@@ -109,5 +119,5 @@ for _p in ("boot.py", "main.py"):
         sys.print_exception(_e)
     _src = None
     gc.collect()
-while True:
+while not _con:
     time.sleep(3600)
