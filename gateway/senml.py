@@ -159,12 +159,10 @@ class _Builder:
             self.num("seq", seq)
 
     def num(self, n: str, v: float, u: str | None = None) -> None:
-        if type(v) is float and v.is_integer():
-            v = int(v)      # 0.0 m is written 0, as short as canonical CBOR would
         rec: _Rec = {N: n}
         if u is not None:
             rec[U] = u
-        rec[V] = v
+        rec[V] = _num(v)
         self.records.append(rec)
 
     def text(self, n: str, vs: str) -> None:
@@ -175,6 +173,11 @@ class _Builder:
 
     def data(self, n: str, vd: bytes) -> None:
         self.records.append({N: n, VD: vd})
+
+
+def _num(v: float) -> float:
+    # 0.0 m is written 0, as short as canonical CBOR would write it.
+    return int(v) if type(v) is float and v.is_integer() else v
 
 
 def _time(b: _Builder, up: Uplink, t: int | None) -> None:
@@ -188,9 +191,45 @@ def _time(b: _Builder, up: Uplink, t: int | None) -> None:
         b.num("boot_t", t, "s")
 
 
+def _bits(out: list[_Rec], mask: int, prefix: str, names: Sequence[str]) -> None:
+    # One ``{prefix}{name}`` (vb true) record per set bit.
+    if mask:
+        out.extend({N: prefix + name, VB: True} for i, name in enumerate(names)
+                   if mask >> i & 1)
+
+
 def _add(b: _Builder, up: Uplink) -> None:
+    # Flood, traffic and alarm (nearly every record) append literal maps: the same records
+    # as b.num/b.text would, at half the cost.
     msg = up.msg
+    out = b.records
     match msg:
+        case m.Flood():
+            _time(b, up, msg.t)
+            if not msg.flags & m.FLAG_INVALID:
+                out.append({N: "depth", U: "m", V: _num(msg.depth_mm / 1000)})
+            out.append({N: "range", U: "m", V: _num(msg.range_mm / 1000)})
+            if msg.temp_cc is not None:
+                out.append({N: "temp", U: "Cel", V: _num(msg.temp_cc / 100)})
+            out.append({N: "flags", V: msg.flags})
+            _bits(out, msg.flags, "flag_", show.FLAG_NAMES)
+            out.append({N: "q", U: "count", V: msg.q})
+        case m.Traffic():
+            _time(b, up, msg.t)
+            out.append({N: "window", U: "s", V: msg.window_s})
+            out.append({N: "count", U: "count", V: msg.count})
+            out.append({N: "occupancy", U: "/", V: _num(msg.occupancy_pm / 1000)})
+            if msg.speed_mms is not None:
+                out.append({N: "speed", U: "m/s", V: _num(msg.speed_mms / 1000)})
+            out.append({N: "samples", U: "count", V: msg.samples})
+        case m.Alarm():
+            _time(b, up, msg.t)
+            out.append({N: "alarm", VS: _name(show.ALARM_NAMES, msg.alarm)})
+            out.append({N: "level", U: "m", V: _num(msg.level_mm / 1000)})
+            out.append({N: "depth", U: "m", V: _num(msg.depth_mm / 1000)})
+            out.append({N: "rate", U: "m/s", V: _num(msg.rate_ums / 1_000_000)})
+            if msg.eta_s is not None:
+                out.append({N: "eta", U: "s", V: msg.eta_s})
         case m.Hello():
             _time(b, up, None)
             b.text("fw", msg.fw)
@@ -198,34 +237,6 @@ def _add(b: _Builder, up: Uplink) -> None:
             b.text("reset_cause", _name(show.RESET_NAMES, msg.reset_cause))
             b.data("cfg_hash", bytes(msg.cfg_hash))
             b.text("cfg_error", msg.cfg_error)
-        case m.Flood():
-            _time(b, up, msg.t)
-            if not msg.flags & m.FLAG_INVALID:
-                b.num("depth", msg.depth_mm / 1000, "m")
-            b.num("range", msg.range_mm / 1000, "m")
-            if msg.temp_cc is not None:
-                b.num("temp", msg.temp_cc / 100, "Cel")
-            b.num("flags", msg.flags)
-            for i, fname in enumerate(show.FLAG_NAMES):
-                if msg.flags >> i & 1:
-                    b.flag("flag_" + fname)
-            b.num("q", msg.q, "count")
-        case m.Traffic():
-            _time(b, up, msg.t)
-            b.num("window", msg.window_s, "s")
-            b.num("count", msg.count, "count")
-            b.num("occupancy", msg.occupancy_pm / 1000, "/")
-            if msg.speed_mms is not None:
-                b.num("speed", msg.speed_mms / 1000, "m/s")
-            b.num("samples", msg.samples, "count")
-        case m.Alarm():
-            _time(b, up, msg.t)
-            b.text("alarm", _name(show.ALARM_NAMES, msg.alarm))
-            b.num("level", msg.level_mm / 1000, "m")
-            b.num("depth", msg.depth_mm / 1000, "m")
-            b.num("rate", msg.rate_ums / 1_000_000, "m/s")
-            if msg.eta_s is not None:
-                b.num("eta", msg.eta_s, "s")
         case m.Health():
             _time(b, up, msg.t)
             b.num("uptime", msg.uptime_s, "s")
@@ -240,9 +251,7 @@ def _add(b: _Builder, up: Uplink) -> None:
             for i, n in enumerate(msg.link):
                 b.num("link_" + _entry(i, LINK_NAMES), n, "count")
             b.num("status", msg.status)
-            for i, sname in enumerate(STATUS_NAMES):
-                if msg.status >> i & 1:
-                    b.flag("status_" + sname)
+            _bits(out, msg.status, "status_", STATUS_NAMES)
         case _:
             raise SenmlError(f"{msg.NAME} (type {msg.TYPE}) has no SenML mapping: only uplink "
                              "messages are published")
