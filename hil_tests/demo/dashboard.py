@@ -72,6 +72,8 @@ def health_text(nd: Node) -> str:
         parts.append(f"queue {nd.queue:.0f}")
     if nd.boots:
         parts.append(f"boot {max(nd.boots)}" + (f" ({nd.reset_cause})" if nd.reset_cause else ""))
+    if nd.board not in ("running", "sleeping"):
+        parts.insert(0, f"BOARD {nd.board.upper()}")
     bits = [n for i, n in enumerate(STATUS_BITS) if nd.status >> i & 1]
     if bits:
         parts.append("status " + ",".join(bits))
@@ -132,5 +134,6 @@ def render(state: DemoState, title: str, ports: Mapping[str, int],
                       traffic_text(nd), health_text(nd))
     gw_lines = [gateway_text(state)] + [port_text(state, p, ports) for p in ports]
     gateway = Panel("\n".join(gw_lines), title="gateway and links", title_align="left")
-    recent = Panel("\n".join(events[-5:]) or "none yet", title="alarms", title_align="left")
+    recent = Panel("\n".join(events[-5:]) or "none yet", title="alarms and events",
+                   title_align="left")
     return Group(Text(title, style="bold"), nodes, gateway, recent)

@@ -97,6 +97,7 @@ class Node:
     reset_cause: str = ""
     last_t: float | None = None
     count: int = 0                           # readings received
+    board: str = "running"                   # the emulated board's power state
 
 
 @dataclass

@@ -162,12 +162,15 @@ def figure(data: Series, labels: Mapping[int, str] | None = None,
     ax_d.set_ylabel("water depth (mm)")
     ax_d.set_ylim(bottom=min(-10.0, ax_d.get_ylim()[0]))
     ax_d.set_title(title)
+    # The nodes' colours are those of the depth panel's legend.
     ax_c.set_ylabel("vehicles per window")
-    ax_c.legend(loc="upper right", fontsize=9)
+    ax_c.set_ylim(0, max([c for s in data.nodes.values() for _, c in s.count], default=1) * 1.15)
     ax_s.set_ylabel("mean speed (km/h)")
     ax_s.set_xlabel("time since the first reading (s, node clocks: the scenarios' time)")
-    ax_s.legend(loc="upper right", fontsize=9)
     ax_s.set_ylim(bottom=0)
+    # Room on the right for the labels of the last alarms.
+    last = max((t for s in data.nodes.values() for t, _ in s.depth), default=0.0)
+    ax_s.set_xlim(right=last * 1.08 + 10)
     for ax in (ax_d, ax_c, ax_s):
         ax.grid(True, alpha=0.3)
     return fig

@@ -17,9 +17,9 @@ import signal
 import sys
 from pathlib import Path
 
-from gateway.tests.brokers import LOOPBACK, Broker, free_port
+from gateway.tests.brokers import LOOPBACK, Broker, BrokerError, free_port
 
-INSTALL_HINT = "pip install amqtt==0.12.1 (or install Mosquitto: sudo apt-get install mosquitto)"
+INSTALL_HINT = ".venv/bin/pip install amqtt==0.12.1"
 
 
 def available() -> bool:
@@ -40,8 +40,8 @@ class PythonBroker(Broker):
 def start(folder: Path) -> Broker:
     """An amqtt broker on a free loopback port, started and ready."""
     if not available():
-        raise RuntimeError(f"no MQTT broker: Mosquitto is not installed and neither is amqtt; "
-                           f"{INSTALL_HINT}")
+        raise BrokerError(f"the embedded broker needs amqtt: {INSTALL_HINT} (or install "
+                          "Mosquitto: sudo apt-get install mosquitto)")
     folder.mkdir(parents=True, exist_ok=True)
     return PythonBroker(folder, free_port()).start()
 

@@ -72,6 +72,7 @@ class Demo:
         self.events: list[str] = []
         self.ports = {b.host_port: node for node, b in stack.boards.items()}
         self._scraped = 0.0
+        self.ended = False                     # the scenarios' end was announced
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -93,6 +94,16 @@ class Demo:
                     self.events.append(line)
                     if plain:
                         self.say(line)
+        for node, board in self.stack.boards.items():
+            self.state.node(node).board = board.state
+        if not self.ended and self.stack.scenario_s and \
+                self.stack.virtual_s >= self.stack.scenario_s:
+            self.ended = True
+            line = (f"demo: the scenarios ended at t+{self.stack.scenario_s:.0f} s; the world "
+                    "stays as it is now (Ctrl-C stops)")
+            self.events.append(line)
+            if plain:
+                self.say(line)
         now = time.monotonic()
         if now - self._scraped >= SCRAPE_S and self.stack.gateway is not None:
             self._scraped = now
@@ -103,7 +114,7 @@ class Demo:
 
     def clock(self) -> str:
         return (f"{time.monotonic() - self.stack.started_at:6.1f} s wall, "
-                f"t+{self.stack.virtual_s:.0f} s")
+                f"t+{self.stack.virtual_s:.0f} s of {self.stack.scenario_s:.0f}")
 
     def title(self) -> str:
         gateway = "up" if self.stack.gateway_alive() else "DOWN"

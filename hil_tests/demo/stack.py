@@ -19,12 +19,19 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from gateway.tests.brokers import Broker, BrokerNotInstalledError, Capture, Captured, mosquitto
+from gateway.tests.brokers import (
+    Broker,
+    BrokerError,
+    BrokerNotInstalledError,
+    Capture,
+    Captured,
+    mosquitto,
+)
 from gateway.tests.gwproc import GatewayProcess
 from hil_tests.demo import pybroker
 from hil_tests.emulator.run import node_config
@@ -82,6 +89,7 @@ class Stack:
         self._pump: threading.Thread | None = None
         self._stopping = threading.Event()
         self.started_at = 0.0
+        self.scenario_s = 0.0                  # the longest scenario, virtual s
 
     # -- life cycle --
 
@@ -97,10 +105,10 @@ class Stack:
                  tb: TracebackType | None) -> None:
         self.close()
 
-    def start(self, say: object = None) -> None:
-        """Starts everything; `say(text)` (when callable) hears each step."""
+    def start(self, say: Callable[[str], None] | None = None) -> None:
+        """Starts everything; `say(text)` hears each step."""
         def note(text: str) -> None:
-            if callable(say):
+            if say is not None:
                 say(text)
 
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -116,6 +124,7 @@ class Stack:
         boards = {}
         for s in self.sites:
             scen = load_scenario(s.scenario)
+            self.scenario_s = max(self.scenario_s, scen.duration_s)
             cfg = {**node_config(scen, s.node, "emulated", self.keys[s.node]), **NODE_SETTINGS}
             cfg["site"] = s.label.replace(" ", "-")
             boards[s.node] = Board(scen, cfg, state_dir=self.workdir / f"node-{s.node}",
@@ -170,7 +179,8 @@ class Stack:
                 if self.broker_kind == "mosquitto":
                     raise
                 if not pybroker.available():
-                    raise BrokerNotInstalledError("mosquitto", "mosquitto") from exc
+                    raise BrokerError(f"{exc}; or use the embedded broker: "
+                                      f"{pybroker.INSTALL_HINT}") from exc
         return pybroker.start(folder)
 
     def _pump_loop(self) -> None:
