@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import os
 import re
+import shutil
 import signal
 import struct
 import subprocess
@@ -31,12 +32,19 @@ from matplotlib.patches import Rectangle
 
 from gateway.senml import decode_pack
 from gateway.tests.brokers import process_group
-from hil_tests.demo import capture_file, plot
+from hil_tests.demo import capture_file, plot, pybroker
 
 ROOT = Path(__file__).resolve().parents[3]
 TAG_VAR = "DEMO_TEST_TAG"           # not ROADSIDE_*: the board supervisor drops those
 GUARD_S = 120.0
 SCALE = 12                         # the flooding street crosses 76 mm at about t+160 s
+
+
+_MOSQUITTO = shutil.which("mosquitto") or os.access("/usr/sbin/mosquitto", os.X_OK)
+pytestmark = pytest.mark.skipif(
+    not _MOSQUITTO and not pybroker.available(),
+    reason="no MQTT broker for the demo: sudo apt-get install mosquitto (or make sysdeps), "
+           f"or {pybroker.INSTALL_HINT}")
 
 
 def _tagged(tag: str) -> list[int]:
@@ -207,6 +215,21 @@ def test_ctrl_c_on_the_live_dashboard_stops_everything() -> None:
         assert run.proc.wait(60) == 130, run.text[-3000:]
         run.wait_line(r"every process ended", timeout_s=10)
         assert {k: process_group(g) for k, g in groups.items()} == {k: [] for k in groups}
+        assert _tagged(run.tag) == []
+    finally:
+        _cleanup(run)
+
+
+@pytest.mark.parametrize("after", [r"demo: broker: ", r"demo: node 1: board pid"])
+def test_sigterm_while_starting_up_stops_what_was_started(after: str) -> None:
+    """SIGTERM while the gateway or the later boards are still starting: exit 130, nothing
+    of what was already started is left running."""
+    run = _start("--time-scale", "10")
+    try:
+        run.wait_line(after)
+        os.kill(run.proc.pid, signal.SIGTERM)
+        assert run.proc.wait(60) == 130, run.text[-3000:]
+        run.wait_line(r"SIGTERM received, stopping", timeout_s=10)
         assert _tagged(run.tag) == []
     finally:
         _cleanup(run)
