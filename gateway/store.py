@@ -226,7 +226,7 @@ class Store:
         self.path = path
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
-        self._inflight: set[int] = set()
+        self._inflight: dict[int, tuple[int, int]] = {}     # id -> (priority, payload bytes)
         self._next_routine = 0      # routine ids below it are in flight or gone (take's cursor)
         self._gaps_inflight: set[int] = set()
         self._downlink: dict[tuple[int, int], list[int]] = {}   # -> [next, reserved]
@@ -305,8 +305,12 @@ class Store:
     # -- transactions and errors -------------------------------------------------------------
 
     @contextmanager
-    def _txn(self, what: str) -> Iterator[sqlite3.Connection]:
+    def _txn(self, what: str, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        # durable=False: this commit does not fsync the WAL (see confirm); the connection is
+        # back at synchronous=FULL before anything else runs.
         try:
+            if not durable:
+                self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("BEGIN IMMEDIATE")
             yield self._db
             self._db.execute("COMMIT")
@@ -317,6 +321,10 @@ class Store:
         except BaseException:
             self._rollback()
             raise
+        finally:
+            if not durable:
+                with suppress(sqlite3.Error):
+                    self._db.execute("PRAGMA synchronous=FULL")
 
     def _reclaim_wal(self) -> None:
         # A write failed (full disk, quota, I/O error). Every later write, a DELETE included,
@@ -436,7 +444,7 @@ class Store:
                     if len(out) >= limit_count:
                         full = True
                         break
-        self._inflight.update(r.id for r in out)
+        self._inflight.update((r.id, (r.priority, len(r.payload))) for r in out)
         return out
 
     def ack_state(self, node: int, boot: int) -> tuple[int, int]:
@@ -446,22 +454,33 @@ class Store:
     def release(self, ids: Iterable[int]) -> None:
         """Give records back (publishing failed): `take` hands them out again."""
         ids = list(ids)
-        self._inflight.difference_update(ids)
+        for i in ids:
+            self._inflight.pop(i, None)
         if ids:
             self._next_routine = min(self._next_routine, *ids)
 
     def confirm(self, ids: Iterable[int]) -> None:
-        """Delete published records (their batch's PUBACK arrived)."""
-        ids = list(ids)
+        """Delete published records (their batch's PUBACK arrived).
+
+        Committed without an fsync of its own (``synchronous=NORMAL`` for this transaction):
+        a delete lost to a power cut only publishes its records again, with the same
+        (node, boot, seq), which at-least-once delivery allows; the next add_batch's fsync
+        makes it durable anyway. The records' sizes come from `take` (no RETURNING).
+        """
+        inflight = self._inflight
+        known = [i for i in ids if i in inflight]
+        unknown = [i for i in ids if i not in inflight]     # not taken: sizes from the rows
         gone: list[tuple[int, int]] = []
-        with self._txn("confirm") as db:
-            for k in range(0, len(ids), _DELETE_CHUNK):
-                part = ids[k:k + _DELETE_CHUNK]
+        with self._txn("confirm", durable=False) as db:
+            for part in _chunks(known):
+                db.execute("DELETE FROM frames WHERE id IN (" + ",".join("?" * len(part)) + ")",
+                           part)
+            for part in _chunks(unknown):
                 gone.extend(db.execute(
                     "DELETE FROM frames WHERE id IN (" + ",".join("?" * len(part)) + ")"
                     " RETURNING priority, length(payload)", part
                 ).fetchall())
-        self._inflight.difference_update(ids)
+        gone.extend(inflight.pop(i) for i in known)
         self._forget(gone)
 
     def _forget(self, gone: Iterable[tuple[int, int]]) -> None:
@@ -713,6 +732,12 @@ class Store:
         (gaps,) = self._db.execute("SELECT COUNT(*) FROM gaps").fetchone()
         return StoreStats(self._count, self._bytes, self._count - self._alarms, self._alarms,
                           len(self._inflight), age, gaps, dropped, self.full_errors)
+
+
+def _chunks(ids: list[int]) -> Iterator[list[int]]:
+    # One DELETE statement per _DELETE_CHUNK ids (SQLite's bound-parameter limit is 32766).
+    for k in range(0, len(ids), _DELETE_CHUNK):
+        yield ids[k:k + _DELETE_CHUNK]
 
 
 def _signed(floor: int, bits: int) -> tuple[int, int]:

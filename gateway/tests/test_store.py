@@ -484,3 +484,17 @@ def test_take_after_release_hands_out_the_given_back_records_again(tmp_path: Pat
         assert [r.seq for r in store.take(5, BIG)] == [1, 2, 3, 7, 8]
         store.add_batch([rec(11, priority=ALARM)])
         assert [r.seq for r in store.take(5, BIG)] == [11, 9, 10]
+
+
+def test_confirm_accounts_taken_and_untaken_ids_and_restores_full_sync(tmp_path: Path) -> None:
+    """confirm deletes without its own fsync, frees the right bytes, then runs FULL again."""
+    with open_store(tmp_path) as store:
+        store.add_batch([rec(s) for s in range(1, 7)] + [rec(7, priority=ALARM)])
+        taken = store.take(3, BIG)                        # the alarm and seqs 1, 2
+        every = store.take(1 << 20, BIG, alarms_first=False)
+        store.release(r.id for r in every)                # 3..6 handed out, then given back
+        store.confirm([r.id for r in taken] + [every[-1].id])
+        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2
+        st = store.stats(T0)
+        assert (st.records, st.alarms, st.bytes) == (3, 0, size_of(3))
+        assert all_seqs(store) == [3, 4, 5]
