@@ -1,0 +1,1 @@
+"""The HIL rig: null-modem relays between ptys, the suite's stack, capture files."""
