@@ -70,6 +70,8 @@ def health_text(nd: Node) -> str:
         parts.append(f"heap_min {nd.heap_min_b / 1024:.1f} KiB")
     if nd.queue is not None:
         parts.append(f"queue {nd.queue:.0f}")
+    if nd.link:
+        parts.append(f"link sent {nd.link.get('sent', 0):.0f} retx {nd.link.get('retx', 0):.0f}")
     if nd.boots:
         parts.append(f"boot {max(nd.boots)}" + (f" ({nd.reset_cause})" if nd.reset_cause else ""))
     if nd.board not in ("running", "sleeping"):

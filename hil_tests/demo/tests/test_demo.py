@@ -196,8 +196,7 @@ def test_the_demo_shows_all_three_nodes_and_the_flood_alarm(
 
 
 def test_ctrl_c_on_the_live_dashboard_stops_everything() -> None:
-    """On a terminal the live dashboard draws nodes and gateway; SIGINT mid-run then ends
-    with exit 130, every process group gone and no tagged process left."""
+    """On a terminal the live dashboard draws; SIGINT mid-run: exit 130, no process left."""
     run = _start("--time-scale", "10", terminal=True)
     try:
         groups_line = run.wait_line(r"demo: running; process groups (.*)")
@@ -222,14 +221,28 @@ def test_ctrl_c_on_the_live_dashboard_stops_everything() -> None:
 
 @pytest.mark.parametrize("after", [r"demo: broker: ", r"demo: node 1: board pid"])
 def test_sigterm_while_starting_up_stops_what_was_started(after: str) -> None:
-    """SIGTERM while the gateway or the later boards are still starting: exit 130, nothing
-    of what was already started is left running."""
+    """SIGTERM while the gateway or later boards still start: exit 130, no process left."""
     run = _start("--time-scale", "10")
     try:
         run.wait_line(after)
         os.kill(run.proc.pid, signal.SIGTERM)
         assert run.proc.wait(60) == 130, run.text[-3000:]
         run.wait_line(r"SIGTERM received, stopping", timeout_s=10)
+        assert _tagged(run.tag) == []
+    finally:
+        _cleanup(run)
+
+
+def test_a_gateway_that_dies_ends_the_demo_with_its_log() -> None:
+    """The gateway SIGKILLed mid-run: the demo says so with its log, exits 1, leaves nothing."""
+    run = _start("--time-scale", "10", "--every", "1")
+    try:
+        groups_line = run.wait_line(r"demo: running; process groups (.*)")
+        gateway = int(re.findall(r"gateway=(\d+)", groups_line.group(1))[0])
+        run.wait_line(r"\] gateway: queue .* mqtt up")
+        os.killpg(gateway, signal.SIGKILL)
+        assert run.proc.wait(60) == 1, run.text[-3000:]
+        run.wait_line(r"demo: the gateway exited; its log ends:", timeout_s=10)
         assert _tagged(run.tag) == []
     finally:
         _cleanup(run)

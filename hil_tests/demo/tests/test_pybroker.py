@@ -32,8 +32,7 @@ def test_the_embedded_broker_carries_qos1_messages_and_stops_its_whole_group(
 
 @pytest.mark.skipif(pybroker.available(), reason="amqtt is installed here")
 def test_without_amqtt_the_embedded_broker_names_the_install(tmp_path: Path) -> None:
-    """Asked for the embedded broker where amqtt is missing: one error naming the pip line,
-    and the module run as a command says the same and exits 1."""
+    """Without amqtt, the embedded broker (function or command) fails naming the pip line."""
     with pytest.raises(BrokerError, match=r"pip install amqtt==0\.12\.1"):
         pybroker.start(tmp_path / "amqtt")
     done = subprocess.run([sys.executable, "-m", "hil_tests.demo.pybroker", "--port", "1"],
