@@ -23,7 +23,10 @@ orders.
 
 `decode_stored` turns a payload the store holds (a body this gateway verified before storing
 it) back into a message for publishing, again with cbor2, falling back to `protocol` for
-anything but the clean case.
+anything but the clean case. Live records are published a moment after they were verified,
+so the opener keeps the last `MEMO_MAX` messages it decoded, keyed by their exact body bytes
+(equal bytes decode to an equal message), and `decode_stored` takes them from there: a
+record is decoded once on its way through the gateway unless it waited in a backlog.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ _MAC0_HEAD_B = len(_MAC0_HEAD)
 _TBS = b"\x84\x64MAC0\x43\xa1\x01\x04\x40"     # MAC_structure up to the payload (mac._TBS)
 _TAG_B = mac.TAG_B
 _U32_MAX = 0xFFFFFFFF
+MEMO_MAX = 8192            # messages kept for decode_stored (about 4 MB, a second of traffic)
+_memo: dict[bytes, messages.Message] = {}
 _NO_DELIMITER = f"no delimiter in {link.MAX_WIRE_B} B"   # protocol.link.Deframer's words
 _UPLINK = {c.TYPE: c for c in messages.CLASSES if c.UPLINK}
 _INT_KINDS = {messages.U32: (0, _U32_MAX), messages.I32: (-0x80000000, 0x7FFFFFFF)}
@@ -179,7 +184,12 @@ class Opener:
                 return None
             body = payload
         msg = _message(body)
-        return None if msg is None else (msg, body)
+        if msg is None:
+            return None
+        if len(_memo) >= MEMO_MAX:
+            del _memo[next(iter(_memo))]        # the oldest
+        _memo[body] = msg
+        return msg, body
 
     def _key_pads(self, node: int) -> tuple[mac.Key, hashlib._Hash, hashlib._Hash] | None:
         key = self.ring.get(node)
@@ -273,5 +283,8 @@ def _message(body: bytes) -> messages.Message | None:
 
 def decode_stored(body: bytes) -> messages.Message:
     """The uplink message of a payload the store holds (verified before it was stored)."""
+    msg = _memo.pop(body, None)
+    if msg is not None:
+        return msg
     msg = _message(body)
     return msg if msg is not None else messages.decode(body)

@@ -186,3 +186,21 @@ def test_decode_stored_is_messages_decode() -> None:
         if v["uplink"]:
             body = bytes.fromhex(v["body"])
             assert fastpath.decode_stored(body) == messages.decode(body), v["name"]
+
+
+def test_decode_stored_takes_what_the_opener_decoded_and_stays_bounded() -> None:
+    """A body opened a moment ago is not decoded again; the memo never exceeds MEMO_MAX."""
+    fastpath._memo.clear()
+    opener = fastpath.Opener(RING)
+    sealer = frame.Sealer(KEY)
+    bodies = []
+    for seq in range(1, fastpath.MEMO_MAX + 11):
+        msg, body = opener.open(link.unframe(sealer.seal(
+            messages.Flood(7, 1, seq, 1_790_000_000 + seq, 300, 2700, None, 0, 5))))
+        bodies.append((msg, body))
+    assert len(fastpath._memo) == fastpath.MEMO_MAX
+    last_msg, last_body = bodies[-1]
+    assert fastpath.decode_stored(last_body) is last_msg           # from the memo
+    first_msg, first_body = bodies[0]
+    again = fastpath.decode_stored(first_body)                      # evicted: decoded anew
+    assert again == first_msg and again is not first_msg
