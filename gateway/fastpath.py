@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 from binascii import crc32
+from collections import OrderedDict
 from collections.abc import Iterator
 
 import cbor2
@@ -47,7 +48,9 @@ _TBS = b"\x84\x64MAC0\x43\xa1\x01\x04\x40"     # MAC_structure up to the payload
 _TAG_B = mac.TAG_B
 _U32_MAX = 0xFFFFFFFF
 MEMO_MAX = 8192            # messages kept for decode_stored (about 4 MB, a second of traffic)
-_memo: dict[bytes, messages.Message] = {}
+# An OrderedDict: deleting a plain dict's first key again and again makes next(iter(d)) walk
+# the deleted slots (12 us a frame here); popitem(last=False) stays O(1).
+_memo: OrderedDict[bytes, messages.Message] = OrderedDict()
 _NO_DELIMITER = f"no delimiter in {link.MAX_WIRE_B} B"   # protocol.link.Deframer's words
 _UPLINK = {c.TYPE: c for c in messages.CLASSES if c.UPLINK}
 _INT_KINDS = {messages.U32: (0, _U32_MAX), messages.I32: (-0x80000000, 0x7FFFFFFF)}
@@ -187,7 +190,7 @@ class Opener:
         if msg is None:
             return None
         if len(_memo) >= MEMO_MAX:
-            del _memo[next(iter(_memo))]        # the oldest
+            _memo.popitem(last=False)           # the oldest
         _memo[body] = msg
         return msg, body
 
