@@ -137,8 +137,10 @@ def rig(artifacts: Path, request: pytest.FixtureRequest) -> Iterator[Rig]:
         if n.board is not None:
             print(f"--- node {n.node}: {n.board.console_path}, boots {n.board.boots_by_cause}")
             print("\n".join(n.board.lines[-30:]))
-    if r.gateway is not None:
-        print(f"--- gateway log {r.gateway.log_path}\n{r.gateway.log_tail(30)}")
+    log = artifacts / "gateway" / "gateway.log"
+    if log.exists():
+        tail = log.read_text(errors="replace").splitlines()[-30:]
+        print(f"--- gateway log {log}\n" + "\n".join(tail))
 
 
 def _split(value: str | None, count: int, what: str) -> list[str]:

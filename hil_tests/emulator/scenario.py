@@ -37,7 +37,7 @@ DEFAULT_STREAM_SIGNATURE_MG = (150.0, 400.0)
 DIRECTIONS = ("ab", "ba")
 # Which fault kinds each sensor can show (see README.md for what each one does).
 FAULT_KINDS: dict[str, tuple[str, ...]] = {
-    "ranger": ("noecho", "obstruction", "zero", "stuck"),
+    "ranger": ("noecho", "obstruction", "zero", "stuck", "hang"),
     "temp": ("absent", "stuck"),
     "mag_a": ("absent", "zero", "stuck"),
     "mag_b": ("absent", "zero", "stuck"),
@@ -106,7 +106,7 @@ class Fault:
     """A sensor fault from `t_s` (included) to `until_s` (excluded)."""
 
     sensor: str                # ranger | temp | mag_a | mag_b
-    kind: str                  # noecho | obstruction | zero | absent | stuck
+    kind: str                  # noecho | obstruction | zero | absent | stuck | hang
     t_s: float
     until_s: float
 

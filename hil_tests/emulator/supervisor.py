@@ -901,8 +901,15 @@ class Board:
                 *requests, rest = (rest + data).split(b"\n")
                 if not requests:
                     continue
-                replies = [self._watchdog(req, generation) if req[:1] == b"W" else answer(req)
-                           for req in requests]
+                replies = []
+                for req in requests:
+                    if req[:1] == b"W":
+                        replies.append(self._watchdog(req, generation))
+                        continue
+                    stall_ms = self.world.stall_ms(req)
+                    if stall_ms > 0:           # a hung sensor: the board waits for it
+                        time.sleep(stall_ms / self.time_scale / 1000.0)
+                    replies.append(answer(req))
                 replies.append(b"")
                 conn.sendall(b"\n".join(replies))
                 self.queries += len(requests)

@@ -244,7 +244,7 @@ class World:
     def echo_us(self, v_ms: int) -> int:
         """JSN-SR04T echo pulse width in µs for a trigger at v_ms, or -2 (no pulse at all)."""
         kind = self.fault("ranger", v_ms)
-        if kind is None:
+        if kind is None or kind == "hang":
             return self._echo(v_ms)
         if kind == "noecho":
             return SR04T_NOECHO_US
@@ -262,7 +262,7 @@ class World:
     def mb7389_mm(self, v_ms: int) -> int:
         """MB7389 reading at v_ms: mm at 343.4 m/s, 300..5000; 0 on an electrical fault."""
         kind = self.fault("ranger", v_ms)
-        if kind is None:
+        if kind is None or kind == "hang":
             return self._mb(v_ms)
         if kind == "noecho":
             return MB_MAX_MM
@@ -326,6 +326,21 @@ class World:
         return v_ms
 
     # ----- the query protocol ------------------------------------------------------------
+
+    def stall_ms(self, request: bytes) -> float:
+        """Virtual ms a query goes unanswered: a ranger read (E, M) inside a `hang` fault
+        window blocks until the window ends, as a hung driver call stalls the firmware."""
+        parts = request.split()
+        if len(parts) != 2 or parts[0] not in (b"E", b"M"):
+            return 0.0
+        try:
+            v_ms = int(parts[1])
+        except ValueError:
+            return 0.0
+        for start, end, kind in self._faults["ranger"]:
+            if kind == "hang" and start <= v_ms < end:
+                return float(end - v_ms)
+        return 0.0
 
     def answer(self, request: bytes) -> bytes:
         """Reply to one query line (without its newline), e.g. b"G a 1200" -> b"540 -120 1260".

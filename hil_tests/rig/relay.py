@@ -179,6 +179,17 @@ class Relay:
             self.plugged = True
             self._fault("plug", pty=os.ttyname(holder))
 
+    def drop_pending(self, direction: str = "node-gw") -> int:
+        """Loses what is still on its way in one direction (a UART FIFO at a power cut, so
+        the far end gets half a frame); returns how many bytes were lost (recorded)."""
+        with self._lock:
+            d = self._dirs[direction]
+            n = len(d.pending)
+            d.dropped += n
+            d.pending.clear()
+            self._fault("drop_pending", dir=direction, bytes=n)
+            return n
+
     def counters(self) -> dict[str, int]:
         """Bytes in, delivered, dropped and bits flipped, per direction."""
         out: dict[str, int] = {}

@@ -169,7 +169,7 @@ class Rig:
         if self._gw_dir is not None:
             out = self.folder / "gateway"
             out.mkdir(exist_ok=True)
-            for name in ("gateway.log", "gateway.toml"):
+            for name in ("gateway.log", "gateway.log.1", "gateway.toml"):
                 with contextlib.suppress(OSError):
                     shutil.copy(self._gw_dir / name, out / name)
             shutil.rmtree(self._gw_dir, ignore_errors=True)
