@@ -23,7 +23,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -226,10 +226,9 @@ class Rig:
         msgs = self.messages
         return account(uplinks(msgs), gaps(msgs))
 
-    def wait_uplinks(self, what: str, pred: object = None,
+    def wait_uplinks(self, what: str, pred: Callable[[list[Uplink]], bool],
                      timeout_s: float = GUARD_S) -> list[Uplink]:
         """Waits until pred(uplinks) holds; TimeoutError naming `what` (a hang guard)."""
-        assert callable(pred)
         deadline = time.monotonic() + timeout_s
         with self._lock:
             while True:
