@@ -25,9 +25,9 @@ def test_real_boards_lose_nothing_through_a_noisy_unplugged_line(
         rig.add_real(node, link, key)
     nodes = [node for node, _, _ in real_boards]
     with rig:
-        for node in nodes:               # a hello (after a reset) or a health every 5 min
-            rig.wait_uplinks(f"node {node} on MQTT",
-                             lambda ups, n=node: any(u.node == n for u in ups), 600)
+        # A hello (after a reset) or a health (every 5 min) from each board.
+        rig.wait_uplinks("every board on MQTT",
+                         lambda ups: set(nodes) <= {u.node for u in ups}, 600)
         for n in rig.nodes.values():
             n.relay.flip_rate = 1e-3
         before = len(rig.uplinks())
