@@ -3,9 +3,12 @@
 Bytes from every serial link arrive through `on_data(port, data)`; the `Verifier` turns them
 into authenticated, replay-checked frames, which join the open *commit group*. `run()` (a
 long-running task, `TASK_NAME`) commits the group ``store.commit_interval_ms`` after its first
-frame arrived (at once when 0), as soon as it holds ``max_group`` frames, or at once when an
-alarm or hello joined it (those never wait for room either), in one store transaction
-(`Store.add_batch`: one fsync for the whole group). Only after COMMIT:
+frame arrived (at once when 0) or as soon as it holds ``max_group`` frames, in one store
+transaction (`Store.add_batch`: one fsync for the whole group). Alarms and hellos never join
+that group: they go to an *alarm group* that a second loop (``TASK_NAME + ".alarms"``)
+commits at once, concurrently with a routine group, through the store worker's urgent lane
+(``call_urgent``), so an alarm waits neither for a group of routine frames to fill or commit
+nor for room. Only after COMMIT:
 
 1. each frame is recorded in the verifier's replay window (`Verifier.accept`: recording it
    earlier would refuse a retransmission of a frame whose commit failed);
@@ -31,6 +34,7 @@ All store calls go through ``call`` (the single store worker thread of the wirin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -45,7 +49,7 @@ from protocol import messages as m
 log = logging.getLogger(__name__)
 
 TASK_NAME = "gateway.ingest"
-MAX_GROUP = 2000
+MAX_GROUP = 500             # frames per routine commit: bounds what an alarm waits behind
 LOG_INTERVAL_S = 10.0
 
 Call = Callable[..., Awaitable[Any]]
@@ -71,12 +75,14 @@ class Ingest:
 
     def __init__(self, store: Store, call: Call, verifier: Verifier, downlink: Downlink,
                  notify: Callable[[bool], None], *, commit_interval_ms: int,
-                 max_group: int = MAX_GROUP, on_record: OnRecord | None = None,
+                 max_group: int = MAX_GROUP, call_urgent: Call | None = None,
+                 on_record: OnRecord | None = None,
                  on_drops: Callable[[DropReport], None] | None = None,
                  utc_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> None:
         self.store = store
         self.stats = IngestStats()
         self._call = call
+        self._call_urgent = call if call_urgent is None else call_urgent
         self._verifier = verifier
         self._downlink = downlink
         self._notify = notify
@@ -86,10 +92,12 @@ class Ingest:
         self._on_drops = on_drops
         self._utc_ms = utc_ms
         self._group: list[tuple[Accepted, int]] = []
+        self._alarms: list[tuple[Accepted, int]] = []     # alarms and hellos, not yet committed
         self._have = asyncio.Event()       # the group is not empty
         self._room = asyncio.Event()       # the group is below max_group
         self._room.set()
-        self._urgent = asyncio.Event()     # an alarm or hello waits in the group
+        self._full = asyncio.Event()       # the group reached max_group
+        self._urgent = asyncio.Event()     # an alarm or hello waits
         self._last_log = -LOG_INTERVAL_S
 
     # -- input -------------------------------------------------------------------------------
@@ -100,17 +108,18 @@ class Ingest:
         now = self._utc_ms()
         for item in items:
             if priority_of(item.kind) == ALARM:
-                # An alarm never waits for room and is committed at once (alarms skip the
-                # queue at every stage); the group may exceed max_group by the alarms.
-                self._group.append((item, now))
+                # An alarm never waits for room and is committed at once, in its own group
+                # (alarms skip the queue at every stage).
+                self._alarms.append((item, now))
                 self._urgent.set()
-                self._have.set()
                 continue
             while len(self._group) >= self._max_group:
                 self._room.clear()
                 await self._room.wait()
             self._group.append((item, now))
             self._have.set()
+            if len(self._group) >= self._max_group:
+                self._full.set()
         # Let the other ports in before this one sends more: one busy port must not fill
         # group after group while an alarm waits on another.
         await asyncio.sleep(0)
@@ -125,46 +134,51 @@ class Ingest:
 
     async def run(self) -> None:
         """Commits groups until cancelled; a cancel commits nothing more (no ack is owed)."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._alarm_loop(), name=TASK_NAME + ".alarms")
+            tg.create_task(self._group_loop(), name=TASK_NAME + ".groups")
+
+    async def _group_loop(self) -> None:
         while True:
             await self._have.wait()
-            if (self._interval_s > 0 and len(self._group) < self._max_group
-                    and not self._urgent.is_set()):
-                try:
+            if self._interval_s > 0 and len(self._group) < self._max_group:
+                with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._interval_s):
-                        await self._full()
-                except TimeoutError:
-                    pass
-            await self.commit()
+                        await self._full.wait()
+            await self._commit_group()
 
-    async def _full(self) -> None:
-        # Returns when the group is full or an alarm joined it.
-        while len(self._group) < self._max_group and not self._urgent.is_set():
-            self._room.clear()
-            waits = [asyncio.ensure_future(self._room.wait()),
-                     asyncio.ensure_future(self._urgent.wait())]
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waits:
-                    w.cancel()
+    async def _alarm_loop(self) -> None:
+        while True:
+            await self._urgent.wait()
+            await self._commit_alarms()
 
     async def commit(self) -> None:
-        """Commits the open group now, then acks and notifies (see the module docs)."""
+        """Commits the open groups now (alarms first), then acks and notifies."""
+        await self._commit_alarms()
+        await self._commit_group()
+
+    async def _commit_alarms(self) -> None:
+        alarms, self._alarms = self._alarms, []
+        self._urgent.clear()
+        if alarms:
+            await self._commit(alarms, self._call_urgent)
+
+    async def _commit_group(self) -> None:
         group, self._group = self._group, []
         self._have.clear()
-        self._urgent.clear()
+        self._full.clear()
         self._room.set()
         reacks = self._verifier.take_reacks()
         if group:
-            await self._commit(group)
+            await self._commit(group, self._call)
         if reacks:
-            await self._ack(reacks)
+            await self._ack(reacks, self._call)
 
-    async def _commit(self, group: list[tuple[Accepted, int]]) -> None:
+    async def _commit(self, group: list[tuple[Accepted, int]], call: Call) -> None:
         recs = [Record(a.node, a.boot, a.seq, a.kind, priority_of(a.kind), t, a.body)
                 for a, t in group]
         try:
-            new: list[bool] = await self._call(self.store.add_batch, recs)
+            new: list[bool] = await call(self.store.add_batch, recs)
         except StoreError as exc:
             self.stats.commit_failures += 1
             full = isinstance(exc, StoreFullError)
@@ -192,13 +206,13 @@ class Ingest:
                 self.stats.duplicates += 1
         self.stats.committed += len(fresh)
         try:
-            report: DropReport = await self._call(self.store.enforce_bounds, self._utc_ms())
+            report: DropReport = await call(self.store.enforce_bounds, self._utc_ms())
         except StoreError as exc:
             log.error("store bounds not enforced: %s", exc)
         else:
             if report.total and self._on_drops is not None:
                 self._on_drops(report)
-        await self._ack(list(routes))
+        await self._ack(list(routes), call)
         for item, t in fresh:
             await self._downlink.heard(item.port, item.msg)
             if self._on_record is not None:
@@ -206,12 +220,12 @@ class Ingest:
         if fresh:
             self._notify(alarm)
 
-    async def _ack(self, routes: list[tuple[str, int, int]]) -> None:
+    async def _ack(self, routes: list[tuple[str, int, int]], call: Call) -> None:
         store = self.store
 
         def states() -> list[tuple[int, int]]:
             return [store.ack_state(n, b) for _, n, b in routes]
 
-        acks: list[tuple[int, int]] = await self._call(states)
+        acks: list[tuple[int, int]] = await call(states)
         for (port, node, boot), (floor, sack) in zip(routes, acks, strict=True):
             await self._downlink.ack(port, node, boot, floor, sack)

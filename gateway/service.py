@@ -6,7 +6,8 @@ internals, they meet here):
 ==================  ===============================  ====================================
 step                task(s)                          what it does
 ==================  ===============================  ====================================
-store               worker thread ``gateway.store``  `store.Store`, every call on one thread
+store               thread ``gateway.store``         `store.Store`, every call on one thread
+                                                     (alarms in a lane of their own)
 publisher           ``gateway.publisher``            `publisher.Publisher`: MQTT, will,
                                                      state, config subscription
 batcher             ``gateway.batcher``              `batcher.Batcher`: store -> publishes
@@ -32,11 +33,12 @@ only after its PUBACK.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import functools
 import logging
+import queue
 import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -68,20 +70,41 @@ def utc_ms() -> int:
 
 
 class StoreWorker:
-    """Runs every store call on one thread, in order (the store is not thread-safe)."""
+    """Runs every store call on one thread, in order (the store is not thread-safe).
+
+    Two lanes: ``urgent=True`` calls (the commit and acks of alarms and hellos, and the takes
+    that publish them) run before every queued ordinary call, so an alarm waits at most for
+    the one call the thread is in, never for a queue of group commits, takes and deletes.
+    """
 
     def __init__(self) -> None:
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gateway.store")
+        self._queue: queue.PriorityQueue[tuple[int, int, Callable[[], None] | None]] = (
+            queue.PriorityQueue())
+        self._thread = threading.Thread(target=self._run, name="gateway.store", daemon=True)
+        self._thread.start()
         self._started: dict[int, float] = {}      # calls queued or running -> loop time
         self._n = 0
 
-    async def call(self, fn: Callable[..., _T], *args: Any) -> _T:
+    async def call(self, fn: Callable[..., _T], *args: Any, urgent: bool = False) -> _T:
+        if not self._thread.is_alive():
+            raise RuntimeError("store worker closed: no store call after close()")
         loop = asyncio.get_running_loop()
+        fut: asyncio.Future[_T] = loop.create_future()
         self._n += 1
         key = self._n
         self._started[key] = loop.time()
+
+        def job() -> None:
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # handed to the caller, whatever it is
+                loop.call_soon_threadsafe(_fail, fut, exc)
+            else:
+                loop.call_soon_threadsafe(_done, fut, result)
+
+        self._queue.put((0 if urgent else 1, key, job))
         try:
-            return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
+            return await fut
         finally:
             del self._started[key]
 
@@ -92,7 +115,26 @@ class StoreWorker:
         return asyncio.get_running_loop().time() - min(self._started.values())
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        """Runs what is queued, then ends the thread."""
+        self._queue.put((2, 0, None))
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()[2]
+            if job is None:
+                return
+            job()
+
+
+def _done(fut: asyncio.Future[_T], result: _T) -> None:
+    if not fut.done():          # the caller may have been cancelled meanwhile
+        fut.set_result(result)
+
+
+def _fail(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
 
 
 class NodeStatus:
@@ -157,6 +199,7 @@ class Service:
             self.store, self.worker.call, self.verifier, self.downlink,
             lambda alarm: self.batcher.notify(alarm=alarm),
             commit_interval_ms=cfg.store.commit_interval_ms,
+            call_urgent=functools.partial(self.worker.call, urgent=True),
             on_record=self.status.on_record, on_drops=self._on_drops)
         for port in cfg.serial.ports:
             self.links[port.path] = SerialLink(
@@ -168,8 +211,10 @@ class Service:
     # -- glue between stages (all store calls on the worker) ---------------------------------
 
     async def _take(self, count: int, size: int) -> list[Any]:
+        # Takes jump the queue while alarms are stored: they come first out of take.
         try:
-            return await self.worker.call(self.store.take, count, size)
+            return await self.worker.call(self.store.take, count, size,
+                                          urgent=self.store.alarms_stored > 0)
         except StoreError as exc:
             log.error("store read failed, publishing waits for the next commit: %s", exc)
             return []

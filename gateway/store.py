@@ -294,6 +294,11 @@ class Store:
         ).fetchone()
         self._bytes += self._count * ROW_OVERHEAD_B
 
+    @property
+    def alarms_stored(self) -> int:
+        """Alarms and hellos stored, in flight included (a plain read, safe from any thread)."""
+        return int(self._alarms)
+
     def close(self) -> None:
         """Close the database; committed data is already on disk."""
         self._db.close()

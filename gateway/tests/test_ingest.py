@@ -70,7 +70,7 @@ def wire(node: int, seq: int, alarm: bool = False) -> bytes:
 
 
 def test_alarm_is_committed_and_acked_at_once(tmp_path: Path) -> None:
-    """With a long commit interval, floods wait; an alarm joining them commits the group now."""
+    """With a long commit interval, floods wait; an alarm is committed and acked alone, now."""
     rig = Rig(tmp_path, commit_interval_ms=60_000, max_group=1000)
 
     async def main() -> None:
@@ -80,14 +80,36 @@ def test_alarm_is_committed_and_acked_at_once(tmp_path: Path) -> None:
         assert rig.acks() == []                      # the group waits for its interval
         await rig.ingest.on_data("p2", wire(8, 1, alarm=True))
         async with asyncio.timeout(GUARD_S):
-            while len(rig.acks()) < 2:
+            while not rig.acks():
                 await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        assert [(a.node, a.floor) for a in rig.acks()] == [(8, 1)]   # floods still wait
+        await rig.ingest.commit()                    # what a stop does: both groups
         task.cancel()
 
     try:
         asyncio.run(main())
         assert {(a.node, a.floor) for a in rig.acks()} == {(7, 2), (8, 1)}
-        assert rig.notified == [True]
+        assert rig.notified == [True, False]
+    finally:
+        rig.close()
+
+
+def test_a_full_group_commits_before_its_interval(tmp_path: Path) -> None:
+    """max_group frames commit at once, whatever the commit interval."""
+    rig = Rig(tmp_path, commit_interval_ms=60_000, max_group=4)
+
+    async def main() -> None:
+        task = asyncio.create_task(rig.ingest.run())
+        await rig.ingest.on_data("p1", b"".join(wire(7, s) for s in range(1, 5)))
+        async with asyncio.timeout(GUARD_S):
+            while not rig.acks():
+                await asyncio.sleep(0.01)
+        task.cancel()
+
+    try:
+        asyncio.run(main())
+        assert [(a.node, a.floor) for a in rig.acks()] == [(7, 4)]
     finally:
         rig.close()
 

@@ -10,6 +10,7 @@ hang guards; nothing asserts on elapsed time.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import threading
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from gateway import senml
+from gateway.service import StoreWorker
 from gateway.tests.brokers import Broker, Capture
 from gateway.tests.gwproc import GatewayProcess
 from gateway.tests.netcut import Relay
@@ -444,3 +446,31 @@ def test_systemd_notifications_and_watchdog(tmp_path: Path, mosquitto_broker: Br
         gw.wait_notice("WATCHDOG=1")
         assert gw.stop() == 0
         assert any("STOPPING=1" in n for n in gw.notices)
+
+
+def test_store_worker_runs_urgent_calls_before_queued_ones() -> None:
+    """An urgent call waits for the running call only, not for the ordinary calls queued."""
+    worker = StoreWorker()
+    order: list[str] = []
+    gate = threading.Event()
+
+    def slow() -> None:
+        gate.wait(10)
+        order.append("slow")
+
+    async def main() -> None:
+        first = asyncio.ensure_future(worker.call(slow))
+        await asyncio.sleep(0.05)                     # the thread is inside slow()
+        queued = [asyncio.ensure_future(worker.call(order.append, f"b{i}")) for i in range(3)]
+        urgent = asyncio.ensure_future(worker.call(order.append, "alarm", urgent=True))
+        await asyncio.sleep(0.05)
+        gate.set()
+        await asyncio.gather(first, *queued, urgent)
+        with pytest.raises(ZeroDivisionError):
+            await worker.call(lambda: 1 // 0)         # errors reach the caller
+
+    try:
+        asyncio.run(main())
+    finally:
+        worker.close()
+    assert order == ["slow", "alarm", "b0", "b1", "b2"]
