@@ -9,7 +9,7 @@ several boards, ``|``-separated values):
   the gateway's keys file (``<node> <64 hex digits>`` per line).
 - ``--artifacts DIR`` (default ``hil_tests/artifacts``): each run gets ``run-<stamp>/`` with
   ``junit.xml`` (board output in system-out) and one folder per test (console logs, link hex
-  captures and fault seeds, the gateway's log, ``mqtt.jsonl``); the last 5 runs are kept.
+  captures and fault seeds, the gateway's log, ``mqtt.jsonl``); the last 20 runs are kept.
 
 Markers: ``emulated`` (needs the emulated board: power cuts, stalled tasks, virtual time),
 ``hardware`` (needs real boards), ``world`` (needs the modelled world: scenario outcomes; on
@@ -33,7 +33,7 @@ from hil_tests.emulator.supervisor import BoardError, build_images, micropython_
 from hil_tests.rig.stack import Rig
 
 HERE = Path(__file__).resolve().parent
-KEEP_RUNS = 5
+KEEP_RUNS = 20
 _RUN_KEY = pytest.StashKey[Path]()
 
 HARDWARE_HINT = ("plug in an ESP32 running the firmware (USB console on the laptop, link UART "
@@ -66,7 +66,8 @@ def pytest_configure(config: pytest.Config) -> None:
     root = Path(config.getoption("artifacts"))
     run = root / time.strftime(f"run-%Y%m%d-%H%M%S-{os.getpid()}", time.gmtime())
     config.stash[_RUN_KEY] = run
-    if not config.option.xmlpath and xml_key not in config.stash:
+    if not config.option.xmlpath and xml_key not in config.stash \
+            and not config.option.collectonly:
         # JUnit XML of every run, board output included (junit_logging = system-out).
         xml = LogXML(str(run / "junit.xml"), config.option.junitprefix,
                      config.getini("junit_suite_name"), "system-out")

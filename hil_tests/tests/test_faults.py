@@ -105,7 +105,7 @@ def test_every_fault_in_one_session_loses_nothing(rig: Rig, artifacts: Path) -> 
         relay.flip_rate = 0.0
         counters = relay.counters()
         note("flips off", **counters)
-        assert counters["node-gw.flips"] > 0 and counters["gw-node.flips"] > 0
+        assert counters["node-gw.flips"] > 0, counters           # ~100 expected
         bad_frames = _sum(gw.scrape(), "frames_bad_total")
         relay.unplug()
         note("unplug")
@@ -168,8 +168,8 @@ def test_every_fault_in_one_session_loses_nothing(rig: Rig, artifacts: Path) -> 
     assert bad_frames > 0                                   # flipped frames were refused
     assert unplugs >= 1
     assert failures >= 1
-    assert not acc.conflicts, acc.summary()
-    assert not any(acc.missing.values()), acc.summary()
+    assert not acc.conflicts, f"seed {seed}: {acc.summary()}"
+    assert not any(acc.missing.values()), f"seed {seed}: {acc.summary()}"
     causes = {b.cause for b in boots}
     assert {1, 3} <= causes, boots
     hellos = {u.boot for u in ups if u.kind == "hello"}
