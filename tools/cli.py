@@ -70,7 +70,8 @@ def command_decode(args: argparse.Namespace) -> int:
 
 def command_flash(args: argparse.Namespace) -> int:
     """Erases the chip and writes a MicroPython image (esptool)."""
-    flash_mod.flash(args.port, args.firmware, args.chip, baud=args.baud, before=args.before)
+    flash_mod.flash(args.port, args.firmware, args.chip, baud=args.baud, before=args.before,
+                    connect_attempts=args.connect_attempts)
     print(f"flash: MicroPython written to the {args.chip} on {args.port}; next: roadside "
           f"deploy --port {args.port} --board BOARD")
     return 0
@@ -189,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baud", type=int, default=flash_mod.BAUD, help="write speed (460800)")
     p.add_argument("--before", default="default-reset",
                    help="esptool --before: default-reset, or no-reset if BOOT is held by hand")
+    p.add_argument("--connect-attempts", type=int,
+                   help="esptool --connect-attempts (its default: 7)")
     p.set_defaults(func=command_flash)
 
     p = sub.add_parser("deploy", help="compile the firmware for the board and copy what "

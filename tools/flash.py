@@ -49,10 +49,13 @@ def check_image(path: Path, chip: str) -> bytes:
     return data
 
 
-def esptool_calls(port: str, firmware: Path, chip: str, baud: int = BAUD,
-                  before: str = "default-reset") -> list[list[str]]:
+def esptool_calls(port: str, firmware: Path, chip: str, *, baud: int = BAUD,
+                  before: str = "default-reset",
+                  connect_attempts: int | None = None) -> list[list[str]]:
     """The esptool argument lists flash() runs, in order."""
     common = ["--chip", chip, "--port", port]
+    if connect_attempts is not None:
+        common += ["--connect-attempts", str(connect_attempts)]
     return [
         [*common, "--before", before, "erase-flash"],
         [*common, "--baud", str(baud), "--before", before, "write-flash",
@@ -67,14 +70,16 @@ def _esptool_main(argv: list[str]) -> object:
 
 
 def flash(port: str, firmware: Path, chip: str, *, baud: int = BAUD,
-          before: str = "default-reset", run: Esptool = _esptool_main,
+          before: str = "default-reset", connect_attempts: int | None = None,
+          run: Esptool = _esptool_main,
           say: Callable[[str], None] = print) -> None:
     """Checks the image and the port, then erases and writes; errors as ToolErrors."""
     check_image(firmware, chip)
     path = ports.check(port)
     from esptool.util import FatalError  # type: ignore[import-untyped]  # noqa: PLC0415
 
-    for argv, what in zip(esptool_calls(path, firmware, chip, baud, before),
+    for argv, what in zip(esptool_calls(path, firmware, chip, baud=baud, before=before,
+                                                connect_attempts=connect_attempts),
                           ("erasing the flash", "writing MicroPython"), strict=True):
         say(f"flash: {what} (esptool {' '.join(argv)})")
         try:

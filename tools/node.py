@@ -25,6 +25,8 @@ from tools import ports
 from tools.errors import ToolError
 
 EXEC_TIMEOUT_S = 120.0
+CONNECT_ATTEMPTS = 3
+CONNECT_TIMEOUT_S = 5.0
 
 
 class NodeSession:
@@ -37,19 +39,26 @@ class NodeSession:
 
     def __enter__(self) -> NodeSession:
         try:
-            self._t = SerialTransport(self.port, baudrate=115200)
+            # a read timeout, so that a node that stays silent cannot hang mpremote's reads
+            self._t = SerialTransport(self.port, baudrate=115200, timeout=1.0)
         except TransportError as exc:
             raise ToolError(f"port {self.port} cannot be opened ({exc}); is it busy?") from exc
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):   # mpremote prints what it got
-                self._t.enter_raw_repl(soft_reset=self._soft_reset)
-        except (TransportError, OSError) as exc:
-            self.close()
-            raise ToolError(f"no MicroPython answered on {self.port}: flash it first "
-                            f"(roadside flash --port {self.port} --firmware "
-                            "ESP32_GENERIC-v1.29.bin --chip esp32), or this is not the "
-                            "board's USB console (the link UART carries frames, not a REPL)"
-                            ) from exc
+        for attempt in range(CONNECT_ATTEMPTS):
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):   # mpremote prints what it got
+                    self._t.enter_raw_repl(soft_reset=self._soft_reset,
+                                           timeout_overall=CONNECT_TIMEOUT_S)
+                break
+            except (TransportError, OSError) as exc:
+                # a node still booting (just reset) may lose the first Ctrl-C: try again
+                if attempt + 1 < CONNECT_ATTEMPTS:
+                    continue
+                self.close()
+                raise ToolError(f"no MicroPython answered on {self.port}: flash it first "
+                                f"(roadside flash --port {self.port} --firmware "
+                                "ESP32_GENERIC-v1.29.bin --chip esp32), or this is not the "
+                                "board's USB console (the link UART carries frames, not a "
+                                "REPL)") from exc
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
