@@ -131,8 +131,10 @@ def _one(entry: Entry, m: Manifest, step: Any) -> str:
         if m.verify:
             step("verify")
             checks = verify_mod.self_test(node, 7)
-            if m.link_timeout_s > 0:
+            if m.link_timeout_s > 0:      # resets the node and watches it reach the gateway
                 checks.append(verify_mod.link(node, entry.node_id, m.link_timeout_s))
+            else:
+                node.reset()
             failed = [c for c in checks if not c.ok]
             if failed:
                 raise ToolError("; ".join(f"{c.name}: {c.detail}" for c in failed))
