@@ -156,6 +156,7 @@ class World:
         self._temp = _Curve(scenario.air_temp, 20.0)
         self._battery = _Curve(scenario.battery, site.battery_mv)
         self._faults: dict[str, list[tuple[float, float, str]]] = {s: [] for s in _SENSORS}
+        self._hung: set[float] = set()     # hang windows whose one hung read happened
         for f in scenario.faults:
             self._faults[f.sensor].append((f.t_s * 1000.0, f.until_s * 1000.0, f.kind))
         self._baseline = {"a": site.baseline_a_mg, "b": site.baseline_b_mg}
@@ -328,8 +329,9 @@ class World:
     # ----- the query protocol ------------------------------------------------------------
 
     def stall_ms(self, request: bytes) -> float:
-        """Virtual ms a query goes unanswered: a ranger read (E, M) inside a `hang` fault
-        window blocks until the window ends, as a hung driver call stalls the firmware."""
+        """Virtual ms a query goes unanswered: the first ranger read (E, M) inside a `hang`
+        fault window blocks until the window ends, as a hung driver call stalls the firmware
+        (later reads in the window, after the watchdog's reset, answer at once)."""
         parts = request.split()
         if len(parts) != 2 or parts[0] not in (b"E", b"M"):
             return 0.0
@@ -338,7 +340,8 @@ class World:
         except ValueError:
             return 0.0
         for start, end, kind in self._faults["ranger"]:
-            if kind == "hang" and start <= v_ms < end:
+            if kind == "hang" and start <= v_ms < end and start not in self._hung:
+                self._hung.add(start)
                 return float(end - v_ms)
         return 0.0
 

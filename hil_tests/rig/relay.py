@@ -8,6 +8,8 @@ bytes both ways:
 - **pacing**: each direction delivers at most baud / 10 bytes per second (8N1), as a UART does;
 - **bit flips**: every bit flips with probability `flip_rate`, drawn from `random.Random(seed)`
   (the seed is recorded in `faults.jsonl`, with every flip: direction, byte offset, bit);
+- **mid-frame cut**: `truncate_next()` delivers only the first half of the node's next chunk
+  (a power cut while the UART was sending);
 - **unplug / plug**: `unplug()` hangs up the gateway's pty (its reads fail with EIO as when a
   USB adapter is pulled) and drops what the node sends meanwhile; `plug()` makes a new pty and
   points the same path at it;
@@ -101,6 +103,7 @@ class Relay:
         self._gw_master = self._gw_holder = -1
         self.plugged = False
         self._stop = threading.Event()
+        self._truncate: threading.Event | None = None
         self._thread: threading.Thread | None = None
         self._fault("start", flip_rate=flip_rate, seed=self.seed, baud=baud,
                     node_port=node_port)
@@ -179,6 +182,14 @@ class Relay:
             self.plugged = True
             self._fault("plug", pty=os.ttyname(holder))
 
+    def truncate_next(self) -> threading.Event:
+        """Arms a mid-frame cut: the next chunk from the node reaches the gateway only up to
+        its middle, the rest is lost (recorded). The event is set when that happened: cut
+        the board's power then, and the gateway has seen half a frame."""
+        with self._lock:
+            self._truncate = threading.Event()
+            return self._truncate
+
     def drop_pending(self, direction: str = "node-gw") -> int:
         """Loses what is still on its way in one direction (a UART FIFO at a power cut, so
         the far end gets half a frame); returns how many bytes were lost (recorded)."""
@@ -234,6 +245,13 @@ class Relay:
             self._fault("flip", dir=d.name, byte=i, bit=bit)
             d.next_flip = self._skip(d.next_flip + 1)
         d.offset += len(buf)
+        if self._truncate is not None and d.name == "node-gw" and len(buf) >= 2:
+            keep = len(buf) // 2
+            d.dropped += len(buf) - keep
+            self._fault("truncate", dir=d.name, kept=keep, lost=len(buf) - keep)
+            del buf[keep:]
+            self._truncate.set()
+            self._truncate = None
         if self.plugged:
             d.pending += buf
             if len(d.pending) > PENDING_MAX_B:      # nobody reads: the oldest bytes are lost

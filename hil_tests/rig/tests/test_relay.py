@@ -114,3 +114,14 @@ def test_a_missing_port_is_named(tmp_path: Path) -> None:
     """A node port that does not exist is refused naming the path and the fix."""
     with pytest.raises(RelayError, match=r"/dev/ttyUSB97: cannot open .*plug in"):
         Relay("/dev/ttyUSB97", tmp_path, "n1").start()
+
+
+def test_truncate_next_delivers_half_a_chunk(tmp_path: Path, node: Node) -> None:
+    """A mid-frame cut passes the first half of the node's next chunk and loses the rest."""
+    with Relay(node[1], tmp_path, "n1") as relay, \
+            serial.Serial(str(relay.path), 115200, timeout=10) as gw:
+        cut = relay.truncate_next()
+        os.write(node[0], b"0123456789")
+        assert cut.wait(10)
+        os.write(node[0], b"next")
+        assert _read(gw, 9) == b"01234next"
