@@ -16,6 +16,8 @@ make           make
 mosquitto      mosquitto
 nats-server    nats-server
 rabbitmq-server rabbitmq-server
+# hil_tests/tests/test_faults.py: the gateway's clock jumps (faketime pulls in libfaketime)
+faketime       faketime
 LIST
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" = 0 ]; then

@@ -26,9 +26,9 @@ def _error(text: str) -> str:
 
 
 def test_examples_load() -> None:
-    """The three example scenarios are valid and say what their names promise."""
+    """Every scenario file is valid; the three examples say what their names promise."""
     names = {p.stem: load_scenario(p) for p in SCENARIOS.glob("*.toml")}
-    assert set(names) == {"flash_flood", "rush_hour", "faults"}
+    assert {"flash_flood", "rush_hour", "faults"} <= set(names)
     flood = names["flash_flood"]
     assert flood.duration_s == 900
     assert [(p.t_s, p.value) for p in flood.depth][:3] == [(0, 0), (120, 0), (720, 400)]
