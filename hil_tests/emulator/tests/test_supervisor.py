@@ -372,8 +372,15 @@ _EMULATE = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int
             "from hil_tests.emulator.run import main; sys.exit(main(sys.argv[1:]))")
 
 
-def test_emulate_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
+def test_emulate_ctrl_c_leaves_nothing(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """`emulate` prints the serial path, and Ctrl-C stops it with exit 130 and no process left."""
+    if request.config.pluginmanager.has_plugin("pytest_embedded"):
+        # Known bug, open: with pytest-embedded's plugin loaded in the pytest process, one
+        # board process (sleeping, its parent alive) outlives emulate's Ctrl-C; with the
+        # plugin off (-p no:pytest_embedded), and run by hand, nothing is left. Strict: this
+        # fails as soon as the cause is fixed, so the marker cannot outlive the bug.
+        request.applymarker(pytest.mark.xfail(
+            strict=True, reason="a board outlives emulate's Ctrl-C under pytest-embedded"))
     scen = tmp_path / "s.toml"
     scen.write_text(QUIET.format(top="", tail=""))
     state = tmp_path / "state"
