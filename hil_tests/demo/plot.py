@@ -4,7 +4,7 @@ Three panels sharing the time axis (seconds on the nodes' clocks since the first
 scenarios' virtual time): water depth per node with a marker per alarm (crossed, predicted,
 cleared, rate) and the alarm levels, vehicles counted per traffic window, and the windows'
 mean speed. Readings come from the ``.../data`` and ``.../alarm`` SenML packs of the capture
-(hil_tests/demo/capture_file.py), each (node, boot, seq) once: QoS 1 may deliver twice.
+(hil_tests/rig/capture_file.py), each (node, boot, seq) once: QoS 1 may deliver twice.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from gateway.senml import SenmlError
-from hil_tests.demo import capture_file
 from hil_tests.demo.model import Reading, readings
 from hil_tests.demo.stack import SITES
+from hil_tests.rig import capture_file
 
 LABELS = {s.node: s.label for s in SITES}
 ALARM_STYLE = {"crossed": ("^", "tab:red"), "predicted": ("D", "tab:orange"),

@@ -31,10 +31,11 @@ from rich.console import Console
 from rich.live import Live
 
 from gateway.tests.brokers import BrokerError
-from hil_tests.demo import capture_file, dashboard
+from hil_tests.demo import dashboard
 from hil_tests.demo.model import DemoState
 from hil_tests.demo.stack import SITES, Stack
 from hil_tests.emulator.supervisor import BoardError
+from hil_tests.rig import capture_file
 
 TICK_S = 0.25
 SCRAPE_S = 1.0

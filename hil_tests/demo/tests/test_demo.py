@@ -32,7 +32,8 @@ from matplotlib.patches import Rectangle
 
 from gateway.senml import decode_pack
 from gateway.tests.brokers import process_group
-from hil_tests.demo import capture_file, plot, pybroker
+from hil_tests.demo import plot, pybroker
+from hil_tests.rig import capture_file
 
 ROOT = Path(__file__).resolve().parents[3]
 TAG_VAR = "DEMO_TEST_TAG"           # not ROADSIDE_*: the board supervisor drops those

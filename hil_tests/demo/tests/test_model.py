@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from gateway.senml import Uplink, encode_pack
-from hil_tests.demo import capture_file, dashboard, plot
+from hil_tests.demo import dashboard, plot
 from hil_tests.demo.model import DemoState, readings
+from hil_tests.rig import capture_file
 from protocol import messages as m
 
 T0 = 1_756_828_800                        # 2025-09-02T16:00:00Z
