@@ -22,7 +22,7 @@ the node gets no ack and retransmits, and the window, already holding that seq, 
 the retransmission as a replay; the frame would be lost although the node did everything
 right. Because nothing is recorded before the commit, a retransmission that arrives while
 the first copy is still waiting for its commit passes `feed()` again: the store is the final
-judge of duplicates (SPEC 9.1: UNIQUE (node, boot, seq)) and reports it as not new.
+judge of duplicates (SPEC 9.1: each (node, boot, seq) stored once) and reports it as not new.
 
 An authenticated replay is usually a retransmission whose ack was lost. It is counted as
 `replay`, and its (port, node, boot) is remembered until `take_reacks()` so the caller can send
