@@ -94,7 +94,10 @@ def test_flash_flood_depths_and_alarms_follow_the_water(tmp_path: Path, board_na
         crossed = [a for a in alarms if a.alarm == m.ALARM_CROSSED and a.level_mm == level]
         assert len(crossed) == 1, alarms
         late = _scenario_s(world, crossed[0].t) - crossing_s
-        assert 0 <= late <= 20, f"crossed {level} mm {late:.0f} s after the water did"
+        # Early by at most what the 5 mm depth tolerance above allows at 0.667 mm/s (7.5 s):
+        # a burst's noise can read the level a few seconds before the modelled water (seen:
+        # 4 s, 2.7 mm, once in a loaded run; the node's t has 1 s resolution on top).
+        assert -7.5 <= late <= 20, f"crossed {level} mm {late:.0f} s after the water did"
         if level == 76:
             continue
         predicted = [a for a in alarms if a.alarm == m.ALARM_PREDICTED and a.level_mm == level]
