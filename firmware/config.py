@@ -49,6 +49,7 @@ _KEYS = const((
     "site", "", None, _MAX_TEXT_B,
     "board", "esp32-devkitc", None, _MAX_TEXT_B,
     "key", "", None, _KEY_HEX,
+    "replay", "", None, _MAX_TEXT_B,    # HIL rig only: replay a scenario file (replay.py)
 ))
 
 
@@ -96,6 +97,8 @@ class Config:
                         ok = False
                     if not ok:
                         why = "key must be 64 hex digits"
+                elif name == "replay" and v and v[0] != "/":
+                    why = "replay must be a path: /replay.json"
             elif name == "levels_mm":
                 if not isinstance(v, list) or not 1 <= len(v) <= 8:
                     why = "levels_mm must be a list of 1..8 levels"

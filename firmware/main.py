@@ -39,6 +39,7 @@ _TEMP_FAILED = const(0x08)
 _MAG_A_FAILED = const(0x10)
 _MAG_B_FAILED = const(0x20)
 _CLOCK_UNSYNCED = const(0x40)
+_REPLAY = const(0x80)           # the sensors are replayed from a scenario file (HIL rig)
 
 
 class Node:
@@ -76,6 +77,7 @@ class Node:
             from binascii import crc32
             node = 0x80000000 | (crc32(machine.unique_id()) & 0x7FFFFFFF)
         self.node = node
+        self.replay = rp = self._replay(b)
         self.store = Store()
         held = self.store.open()
         uart = machine.UART(b.LINK_UART, baudrate=b.LINK_BAUD, tx=b.LINK_TX, rx=b.LINK_RX,
@@ -89,23 +91,46 @@ class Node:
         from firmware import flood, ranger
         s = cfg.values
         self.flood = flood.Flood(s)
-        try:
-            self.ranger = ranger.make_ranger(b)
-        except Exception as e:
-            log.exc("flood", "ranger", e)
-            self.ranger = None
-        self.temp = ranger.AirTemp(b.ONEWIRE_PIN)
-        adc = None
-        try:
-            adc = machine.ADC(machine.Pin(b.BATTERY_ADC))
-            adc.atten(machine.ADC.ATTN_11DB)
-        except Exception as e:
-            log.exc("health", "battery adc", e)
-        self.adc = adc
+        if rp is not None:          # the replay stands in for ranger, DS18B20 and ADC
+            self.ranger = self.temp = self.adc = rp
+        else:
+            try:
+                self.ranger = ranger.make_ranger(b)
+            except Exception as e:
+                log.exc("flood", "ranger", e)
+                self.ranger = None
+            self.temp = ranger.AirTemp(b.ONEWIRE_PIN)
+            adc = None
+            try:
+                adc = machine.ADC(machine.Pin(b.BATTERY_ADC))
+                adc.atten(machine.ADC.ATTN_11DB)
+            except Exception as e:
+                log.exc("health", "battery adc", e)
+            self.adc = adc
         self.traffic = None
         if s["traffic"] and not self.boot.safe:
             from firmware import traffic
             self.traffic = traffic.Traffic(s)
+
+    def _replay(self, b):
+        # The scenario-replay driver when /config.json names a replay file (HIL rig), else
+        # None. A missing or bad file is a config error: the node runs on its real sensors.
+        path = self.cfg.get("replay")
+        if not path:
+            return None
+        try:
+            from firmware import replay
+            rp = replay.Replay(path, self.clock._t0, b.BATTERY_DIVIDER)
+        except Exception as e:
+            log.error("replay", "%s: %s %s; running on the real sensors. Copy a replay file "
+                      "there (hil_tests/emulator/replay_file.py) or remove replay from "
+                      "/config.json", path, type(e).__name__, e)
+            self.cfg._fail("bad replay file")
+            self.status |= _CONFIG_ERROR
+            return None
+        log.warn("replay", "SENSORS REPLAYED from %s: scenario %s (status 0x80)", path, rp.name)
+        self.status |= _REPLAY
+        return rp
 
     def hello(self):
         c = self.cfg
@@ -204,8 +229,11 @@ class Node:
         if tr is None:
             return
         i = self.sup.register("traffic", 3000)
-        from firmware import qmc5883l
-        ma, mb = qmc5883l.make_magnetometers(self.board)
+        if self.replay is not None:
+            ma, mb = self.replay.mags()
+        else:
+            from firmware import qmc5883l
+            ma, mb = qmc5883l.make_magnetometers(self.board)
         a = [0, 0, 0]
         b = [0, 0, 0]
         start = time.ticks_ms()

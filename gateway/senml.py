@@ -84,7 +84,7 @@ _SENML_VERSION = 10
 
 LINK_NAMES = ("sent", "retx", "rx", "bad", "timeouts")          # SPEC 5.4.6
 STATUS_NAMES = ("safe_mode", "cfg_error", "flood_failed", "temp_failed", "mag_a_failed",
-                "mag_b_failed", "unsynced")                      # SPEC 5.4.7
+                "mag_b_failed", "unsynced", "replay")            # SPEC 5.4.7
 
 
 class SenmlError(GatewayError):

@@ -40,6 +40,8 @@ def test_missing_or_broken_files_name_the_fault_and_keep_defaults():
     assert _load('{"node": 3}').error == "h0_mm missing"
     assert _load('{"node": 3, "h0_mm": 3000, "colour": 1}').error == "unknown key colour"
     assert _load('{"node": 3, "h0_mm": 3000, "key": "abc"}').error.startswith("key must")
+    assert _load('{"node": 3, "h0_mm": 3000, "replay": "r.json"}').error.startswith("replay")
+    assert _load('{"node": 3, "h0_mm": 3000, "replay": "/r.json"}').get("replay") == "/r.json"
 
 
 def test_wire_config_applies_known_keys_and_ignores_unknown_numbers():
