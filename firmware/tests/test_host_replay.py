@@ -105,7 +105,7 @@ def test_vehicles_pass_a_then_b_when_the_world_has_them(
         if not f.sensor.startswith("mag"):
             continue
         m = mags[f.sensor[-1]]
-        seen = []
+        seen: list[tuple[int, ...] | None] = []
         for ms in range(round(f.t_s * 1000), round(f.until_s * 1000), 250):
             clock.ms = ms
             try:
