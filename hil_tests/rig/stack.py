@@ -12,6 +12,10 @@ hex captures and fault seeds (``links/``), the gateway's log and config (``gatew
 
 Boards are emulated (`supervisor.Board` on a scenario) or real: `add_real()` takes the link
 port of a board already running the firmware (a USB-UART adapter, /dev/ttyUSB1) and its key.
+A board on its scenario-replay sensor driver (`add_board(..., replay=True)`, or a real board
+given its scenario) computes its sensors from the scenario itself; the rig keeps a World of
+the same scenario for the truth, and maps node times to scenario seconds through the
+node's uptime (the replay's scenario time) instead of the emulated clock.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from types import TracebackType
 
 from gateway.tests.brokers import Broker, Capture, mosquitto
 from gateway.tests.gwproc import GatewayProcess
+from hil_tests.emulator.replay_file import PATH_ON_BOARD, replay_json
 from hil_tests.emulator.run import node_config
 from hil_tests.emulator.scenario import Scenario, load_scenario
 from hil_tests.emulator.supervisor import Board, build_images
@@ -53,6 +58,18 @@ class Node:
     relay: Relay
     board: Board | None = None
     world: World | None = None
+    replay: bool = False               # sensors from the firmware's replay driver
+
+
+class ReplayWorld(World):
+    """The World of a board on its replay driver: the truth for the tests, and it counts the
+    sensor queries that reach it (the firmware should make none; W goes to the supervisor)."""
+
+    sensor_queries = 0
+
+    def answer(self, request: bytes) -> bytes:
+        self.sensor_queries += 1
+        return super().answer(request)
 
 
 class Rig:
@@ -85,26 +102,35 @@ class Rig:
 
     def add_board(self, node: int, scenario: Path | Scenario, *, board: str = "emulated",
                   flip_rate: float | None = None, seed: int | None = None,
-                  **settings: object) -> Node:
-        """An emulated board on a scenario; settings go into its /config.json."""
+                  replay: bool = False, **settings: object) -> Node:
+        """An emulated board on a scenario; settings go into its /config.json. replay: the
+        firmware computes its sensors from the scenario's replay file on its flash (as a
+        real board on the rig does) instead of asking the emulator's World."""
         scen = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
         if self._images is None:
             self._images = build_images(self.folder / "images")
         rom, device = self._images
         key = secrets.token_bytes(32)
-        world = World(scen)
+        world = ReplayWorld(scen) if replay else World(scen)
         cfg = {**node_config(scen, node, board, key), **settings}
+        files: dict[str, str | bytes] = {}
+        if replay:
+            cfg["replay"] = PATH_ON_BOARD
+            files[PATH_ON_BOARD.lstrip("/")] = replay_json(scen)
         b = Board(world, cfg, state_dir=self.folder / f"node-{node}", time_scale=self.time_scale,
-                  board=board, rom=rom, device_dir=device)
+                  board=board, rom=rom, device_dir=device, files=files)
         relay = self._relay(node, b.host_port, flip_rate, seed)
-        self.nodes[node] = Node(node, key, relay, b, b.world)
+        self.nodes[node] = Node(node, key, relay, b, b.world, replay)
         return self.nodes[node]
 
     def add_real(self, node: int, link_port: str, key: bytes,
-                 flip_rate: float | None = None, seed: int | None = None) -> Node:
-        """A real board already running the firmware, its link UART on `link_port`."""
+                 flip_rate: float | None = None, seed: int | None = None, *,
+                 scenario: Scenario | None = None) -> Node:
+        """A real board already running the firmware, its link UART on `link_port`; with
+        `scenario`, one replaying it (its replay file and config already on the board)."""
         relay = self._relay(node, link_port, flip_rate, seed)
-        self.nodes[node] = Node(node, key, relay)
+        world = None if scenario is None else World(scenario)
+        self.nodes[node] = Node(node, key, relay, world=world, replay=scenario is not None)
         return self.nodes[node]
 
     def _relay(self, node: int, port: str, flip_rate: float | None, seed: int | None) -> Relay:
@@ -266,6 +292,19 @@ class Rig:
         v_s = (hello.t - n.board.epoch_ns / 1e9) * self.time_scale
         return v_s - hello.t
 
+    def replay_origin(self, node: int, boot: int) -> float:
+        """The Unix time of a replaying node's scenario t = 0 in `boot`: the mean of t -
+        uptime over its synced health messages (each is off by less than 1 s either way,
+        the mean by far less)."""
+        offs = [u.t - u.num("uptime") for u in self.uplinks(node, "health")
+                if u.boot == boot and "unsynced" not in u.fields]
+        if not offs:
+            raise LookupError(f"node {node} boot {boot}: no synced health message yet to "
+                              "place its replay in time; wait for one (health_s)")
+        return sum(offs) / len(offs)
+
     def scenario_s(self, up: Uplink) -> float:
         """When (virtual s since its scenario's start) an uplink's node stamped it."""
+        if self.nodes[up.node].replay:
+            return up.t - self.replay_origin(up.node, up.boot)
         return up.t + self.hello_sync(up.node, up.boot)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hil_tests.rig.stack import Rig
+from hil_tests.rig.stack import ReplayWorld, Rig
 from hil_tests.rig.uplinks import Uplink
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
@@ -28,17 +28,26 @@ def _synced(ups: list[Uplink], kind: str) -> list[Uplink]:
     return [u for u in ups if u.kind == kind and "unsynced" not in u.fields]
 
 
-def test_flash_flood_depths_and_alarms_on_mqtt(rig: Rig) -> None:
+@pytest.mark.parametrize("replay", [False, True], ids=["world", "replay"])
+def test_flash_flood_depths_and_alarms_on_mqtt(rig: Rig, replay: bool) -> None:
     """0 to 400 mm in 10 minutes: depths within 5 mm of the water, a crossing alarm per level
-    within 20 s of the water reaching it, the 200 mm level predicted over a minute ahead."""
+    within 20 s of the water reaching it, the 200 mm level predicted over a minute ahead;
+    [replay] the same with the firmware's replay driver computing the sensors on the board
+    from /replay.json (the hardware path): no sensor query reaches the World, every health
+    message says status_replay."""
     rig.time_scale = 40.0
+    # replay: health every 30 s places the replay in time (Rig.replay_origin)
     n = rig.add_board(1, SCENARIOS / "flash_flood.toml", traffic=0, levels_mm=[76, 200],
-                      dry_s=60)
+                      dry_s=60, replay=replay, health_s=30 if replay else 300)
     assert n.board is not None and n.world is not None
     with rig:
         n.board.wait_until_ms(900_000, timeout_s=180)
         rig.wait_drained(1)
         ups = rig.uplinks(1)
+    healths = [u for u in ups if u.kind == "health"]
+    assert healths and all(u.fields.get("status_replay", False) is replay for u in healths)
+    if isinstance(n.world, ReplayWorld):
+        assert n.world.sensor_queries == 0, n.world.sensor_queries
     floods = _synced(ups, "flood")
     assert len(floods) >= 30, f"only {len(floods)} flood readings"
     clean = [u for u in floods if u.num("flags") == 0]
