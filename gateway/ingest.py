@@ -8,17 +8,21 @@ transaction (`Store.add_batch`: one fsync for the whole group). Alarms and hello
 that group: they go to an *alarm group* that a second loop (``TASK_NAME + ".alarms"``)
 commits at once, concurrently with a routine group, through the store worker's urgent lane
 (``call_urgent``), so an alarm waits neither for a group of routine frames to fill or commit
-nor for room. Only after COMMIT:
+nor for room. The commit, the ack states of the nodes it touched and, for an alarm group,
+the take of its alarms are one call of the store worker. Only after COMMIT:
 
-1. each frame is recorded in the verifier's replay window (`Verifier.accept`: recording it
+1. an alarm group's alarms go straight to the batcher (``alarms``: `AlarmSink`, while it has
+   room to publish them at once), so they wait for no take of their own;
+2. each frame is recorded in the verifier's replay window (`Verifier.accept`: recording it
    earlier would refuse a retransmission of a frame whose commit failed);
-2. the store's bounds are enforced (`Store.enforce_bounds`; gap reports wake the gap loop);
 3. one ack per (port, node, boot) the group touched goes back to the node (duplicates
    included: SPEC 9.2, the node lost our previous ack), and so do acks for authenticated
    replays the verifier saw (`Verifier.take_reacks`);
-4. the downlink hears of each new frame (route, time on hello, config pushes) and
-   ``on_record`` of each new one (the node status);
-5. the batcher is woken (``notify(alarm=...)`` when an alarm or hello was among them).
+4. the batcher is woken (``notify(alarm=...)`` when an alarm or hello was among them that
+   it was not handed);
+5. the store's bounds are enforced (`Store.enforce_bounds`; gap reports wake the gap loop);
+6. the downlink hears of each new frame (route, time on hello, config pushes) and
+   ``on_record`` of each new one (the node status).
 
 When the commit fails (`StoreError`, `StoreFullError` on a full disk) the group is dropped
 without any ack: the nodes keep the frames and send them again, nothing is lost. The failure
@@ -39,7 +43,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.downlink import Downlink
 from gateway.store import ALARM, ROUTINE, DropReport, Record, Store, StoreError, StoreFullError
@@ -54,6 +58,13 @@ LOG_INTERVAL_S = 10.0
 
 Call = Callable[..., Awaitable[Any]]
 OnRecord = Callable[[Accepted, int], None]
+
+
+class AlarmSink(Protocol):
+    """Where committed alarms go without a take of their own (batcher.Batcher)."""
+
+    def alarm_room(self) -> tuple[int, int]: ...
+    def hand_alarms(self, recs: list[Record]) -> None: ...
 
 
 def priority_of(kind: int) -> int:
@@ -78,6 +89,7 @@ class Ingest:
                  max_group: int = MAX_GROUP, call_urgent: Call | None = None,
                  on_record: OnRecord | None = None,
                  on_drops: Callable[[DropReport], None] | None = None,
+                 alarms: AlarmSink | None = None,
                  utc_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> None:
         self.store = store
         self.stats = IngestStats()
@@ -90,6 +102,7 @@ class Ingest:
         self._max_group = max_group
         self._on_record = on_record
         self._on_drops = on_drops
+        self._sink = alarms
         self._utc_ms = utc_ms
         self._group: list[tuple[Accepted, int]] = []
         self._alarms: list[tuple[Accepted, int]] = []     # alarms and hellos, not yet committed
@@ -161,7 +174,7 @@ class Ingest:
         alarms, self._alarms = self._alarms, []
         self._urgent.clear()
         if alarms:
-            await self._commit(alarms, self._call_urgent)
+            await self._commit(alarms, self._call_urgent, urgent=True)
 
     async def _commit_group(self) -> None:
         group, self._group = self._group, []
@@ -174,11 +187,29 @@ class Ingest:
         if reacks:
             await self._ack(reacks, self._call)
 
-    async def _commit(self, group: list[tuple[Accepted, int]], call: Call) -> None:
+    async def _commit(self, group: list[tuple[Accepted, int]], call: Call,
+                      urgent: bool = False) -> None:
         recs = [Record(a.node, a.boot, a.seq, a.kind, priority_of(a.kind), t, a.body)
                 for a, t in group]
+        routes = list(dict.fromkeys((a.port, a.node, a.boot) for a, _ in group))
+        sink = self._sink
+        room = sink.alarm_room() if urgent and sink is not None else (0, 0)
+        store = self.store
+
+        def job() -> tuple[list[bool], list[tuple[int, int]], list[Record]]:
+            # One worker call: the commit, the ack states and (alarms) the take.
+            new = store.add_batch(recs)
+            acks = [store.ack_state(n, b) for _, n, b in routes]
+            held: list[Record] = []
+            if room[0] > 0 and any(new):
+                try:
+                    held = store.take_alarms(*room)
+                except StoreError as exc:       # stored all the same: the batcher takes them
+                    log.error("alarms stored but not handed to the batcher: %s", exc)
+            return new, acks, held
+
         try:
-            new: list[bool] = await call(self.store.add_batch, recs)
+            new, acks, held = await call(job)
         except StoreError as exc:
             self.stats.commit_failures += 1
             full = isinstance(exc, StoreFullError)
@@ -192,33 +223,35 @@ class Ingest:
                           "the disk refused a write: check free space and quota (df -h), "
                           "and the SD card (dmesg)")
             return
+        if held and sink is not None:
+            sink.hand_alarms(held)
         self.stats.commits += 1
         alarm = False
-        routes: dict[tuple[str, int, int], None] = {}
         fresh: list[tuple[Accepted, int]] = []
         for (item, t), is_new in zip(group, new, strict=True):
             self._verifier.accept(item)
-            routes[(item.port, item.node, item.boot)] = None
             if is_new:
                 fresh.append((item, t))
                 alarm = alarm or priority_of(item.kind) == ALARM
             else:
                 self.stats.duplicates += 1
         self.stats.committed += len(fresh)
+        for (port, node, boot), (floor, sack) in zip(routes, acks, strict=True):
+            await self._downlink.ack(port, node, boot, floor, sack)
+        if fresh:
+            # Handed alarms need no take; a take may still find any beyond the room.
+            self._notify(alarm and (not held or len(held) >= room[0]))
         try:
-            report: DropReport = await call(self.store.enforce_bounds, self._utc_ms())
+            report: DropReport = await call(store.enforce_bounds, self._utc_ms())
         except StoreError as exc:
             log.error("store bounds not enforced: %s", exc)
         else:
             if report.total and self._on_drops is not None:
                 self._on_drops(report)
-        await self._ack(list(routes), call)
         for item, t in fresh:
             await self._downlink.heard(item.port, item.msg)
             if self._on_record is not None:
                 self._on_record(item, t)
-        if fresh:
-            self._notify(alarm)
 
     async def _ack(self, routes: list[tuple[str, int, int]], call: Call) -> None:
         store = self.store

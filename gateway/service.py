@@ -200,7 +200,7 @@ class Service:
             lambda alarm: self.batcher.notify(alarm=alarm),
             commit_interval_ms=cfg.store.commit_interval_ms,
             call_urgent=functools.partial(self.worker.call, urgent=True),
-            on_record=self.status.on_record, on_drops=self._on_drops)
+            on_record=self.status.on_record, on_drops=self._on_drops, alarms=self.batcher)
         for port in cfg.serial.ports:
             self.links[port.path] = SerialLink(
                 port, cfg.serial.reopen_min_s, cfg.serial.reopen_max_s, self.ingest.on_data,

@@ -420,6 +420,19 @@ class Store:
                 self._next_routine = r.id + 1
         return out
 
+    def take_alarms(self, limit_count: int, limit_bytes: int) -> list[Record]:
+        """Like `take`, but alarms and hellos only (none: an empty list), oldest first.
+
+        Ingest takes the alarms it has just committed in the same worker call, so that they
+        reach the batcher without waiting for a take of their own (ingest.py).
+        """
+        if not self._alarms:
+            return []
+        try:
+            return self._take([_ALARMS_BY_ID], (), limit_count, limit_bytes)
+        except sqlite3.Error as exc:
+            raise self._error(exc, "take_alarms") from exc
+
     def take_since(self, limit_count: int, limit_bytes: int, since_ms: int) -> list[Record]:
         """Like `take`, but only routine records received at or after since_ms, oldest first.
 

@@ -223,6 +223,36 @@ def test_alarm_overtakes_stuck_routine_and_backlog() -> None:
     run(main)
 
 
+def test_handed_alarms_are_published_at_once_without_a_take() -> None:
+    """Alarms handed over already taken go out as alarm batches, past a stuck routine
+    window; alarm_room shrinks with the alarm allowance and is empty while backing off."""
+    async def main() -> None:
+        store, broker = FakeStore(), FakeBroker()
+        broker.hold_routine = True
+        store.add(30, received_ms=NOW - HOUR_MS)
+        async with make(store, broker, cfg(count=10), max_in_flight=1, alarm_in_flight=2,
+                        backoff_min_s=0.2, backoff_max_s=0.4) as b:
+            await until(lambda: b.stats().waiting == 1, "routine window full")
+            assert b.alarm_room() == (20, 2 * 16384)
+            ids = store.add(3, priority=ALARM)
+            handed = store._pick(3, 1 << 20, None)            # what ingest took
+            takes = store.takes
+            b.hand_alarms(handed)
+            await until(lambda: set(ids) <= set(store.confirmed), "handed alarms confirmed")
+            assert store.takes == takes                       # no take of their own
+            alarm_batches = [x for x in broker.sent if x.alarm]
+            assert [x.ids for x in alarm_batches] == [ids]
+            broker.results.append(False)                      # the next publish fails
+            (late,) = store.add(1, priority=ALARM)
+            b.hand_alarms(store._pick(1, 1 << 20, None))
+            await until(lambda: b.stats().failures == 1, "failed publish")
+            assert b.alarm_room() == (0, 0)                   # backing off
+            await until(lambda: late in store.confirmed, "the released alarm, again")
+            broker.gate.set()
+            await until(lambda: not store.rows, "all confirmed")
+    run(main)
+
+
 def test_failures_release_and_retry_without_loss_or_duplicates() -> None:
     """Failed and raising publishes release, back off and retry; each id confirmed once."""
     async def main() -> None:

@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 
 from gateway import config
 from gateway.downlink import Downlink
-from gateway.ingest import Ingest
-from gateway.store import Store
+from gateway.ingest import AlarmSink, Ingest
+from gateway.store import Record, Store
 from gateway.verify import Verifier
 from protocol import frame, link
 from protocol import messages as m
@@ -26,7 +26,8 @@ _T = TypeVar("_T")
 class Rig:
     """Ingest wired to a real store on one worker thread; downlink frames are collected."""
 
-    def __init__(self, tmp_path: Path, commit_interval_ms: int, max_group: int) -> None:
+    def __init__(self, tmp_path: Path, commit_interval_ms: int, max_group: int,
+                 alarms: AlarmSink | None = None) -> None:
         self.pool = concurrent.futures.ThreadPoolExecutor(1)
         self.store = Store(tmp_path / "q.sqlite3", 1 << 30, 86400)
         ring = frame.KeyRing({7: KEY, 8: KEY})
@@ -36,7 +37,7 @@ class Rig:
                                  quality=lambda: m.TIME_NTP)
         self.ingest = Ingest(self.store, self.call, Verifier(ring), self.downlink,
                              self.notified.append, commit_interval_ms=commit_interval_ms,
-                             max_group=max_group)
+                             max_group=max_group, alarms=alarms)
 
     async def call(self, fn: Callable[..., _T], *args: Any) -> _T:
         loop = asyncio.get_running_loop()
@@ -134,5 +135,69 @@ def test_a_full_group_does_not_hold_back_an_alarm(tmp_path: Path) -> None:
 
     try:
         asyncio.run(main())
+    finally:
+        rig.close()
+
+
+class Sink:
+    """An AlarmSink with a fixed room that keeps what it is handed."""
+
+    def __init__(self, room: tuple[int, int]) -> None:
+        self.room = room
+        self.handed: list[Record] = []
+
+    def alarm_room(self) -> tuple[int, int]:
+        return self.room
+
+    def hand_alarms(self, recs: list[Record]) -> None:
+        self.handed.extend(recs)
+
+
+def test_committed_alarms_are_handed_to_the_batcher_in_flight(tmp_path: Path) -> None:
+    """With room in the sink, a committed alarm goes to it already taken (in flight in the
+    store, so no take hands it out again) and the batcher is not asked to look for it."""
+    sink = Sink((10, 100_000))
+    rig = Rig(tmp_path, commit_interval_ms=0, max_group=1000, alarms=sink)
+
+    async def main() -> None:
+        task = asyncio.create_task(rig.ingest.run())
+        await rig.ingest.on_data("p1", wire(7, 1, alarm=True))
+        async with asyncio.timeout(GUARD_S):
+            while not rig.acks():
+                await asyncio.sleep(0.01)
+        assert [(r.node, r.seq, r.id > 0) for r in sink.handed] == [(7, 1, True)]
+        assert await rig.call(rig.store.take, 100, 1 << 20) == []      # it is in flight
+        await rig.ingest.on_data("p1", wire(7, 2))
+        async with asyncio.timeout(GUARD_S):
+            while len(rig.notified) < 2:
+                await asyncio.sleep(0.01)
+        task.cancel()
+
+    try:
+        asyncio.run(main())
+        assert rig.notified == [False, False]
+    finally:
+        rig.close()
+
+
+def test_no_room_leaves_alarms_to_the_batchers_take(tmp_path: Path) -> None:
+    """A sink without room (backing off, allowance in use) is handed nothing; notify says
+    an alarm waits, and the store hands it out on the next take."""
+    sink = Sink((0, 0))
+    rig = Rig(tmp_path, commit_interval_ms=0, max_group=1000, alarms=sink)
+
+    async def main() -> None:
+        task = asyncio.create_task(rig.ingest.run())
+        await rig.ingest.on_data("p1", wire(7, 1, alarm=True))
+        async with asyncio.timeout(GUARD_S):
+            while not rig.notified:
+                await asyncio.sleep(0.01)
+        taken = await rig.call(rig.store.take, 100, 1 << 20)
+        assert [(r.seq, r.priority) for r in taken] == [(1, 1)]
+        task.cancel()
+
+    try:
+        asyncio.run(main())
+        assert sink.handed == [] and rig.notified == [True]
     finally:
         rig.close()

@@ -129,6 +129,17 @@ def test_take_release_confirm(tmp_path: Path) -> None:
         assert got[0].payload == rec(2).payload and got[0].received_ms == T0
 
 
+def test_take_alarms_hands_out_alarms_only(tmp_path: Path) -> None:
+    """take_alarms: alarms and hellos not in flight, oldest first, never a routine record."""
+    with open_store(tmp_path) as s:
+        assert s.take_alarms(10, 1 << 20) == []
+        s.add_batch([rec(1), rec(2, priority=ALARM), rec(3), rec(4, priority=ALARM)])
+        assert [r.seq for r in s.take_alarms(1, 1 << 20)] == [2]
+        assert [r.seq for r in s.take_alarms(10, 1 << 20)] == [4]
+        assert s.take_alarms(10, 1 << 20) == []
+        assert [r.seq for r in s.take(10, 1 << 20)] == [1, 3]
+
+
 def test_take_limits_bytes(tmp_path: Path) -> None:
     """take stops before limit_bytes of payload but always hands out at least one record."""
     with open_store(tmp_path) as s:
