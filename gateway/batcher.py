@@ -130,6 +130,12 @@ class BatcherStats:
 class _Out:
     batch: Batch
     taken: float             # loop time of the take of its first record
+    done: asyncio.Future[None] | None = None     # set once published, given back or dropped
+
+
+def _finish(out: _Out) -> None:
+    if out.done is not None and not out.done.done():
+        out.done.set_result(None)
 
 
 class Batcher:
@@ -221,13 +227,19 @@ class Batcher:
             return 0, 0
         return free * self.cfg.max_count, free * self.cfg.max_bytes
 
-    def hand_alarms(self, recs: Sequence[Record]) -> None:
+    def hand_alarms(self, recs: Sequence[Record]) -> asyncio.Future[None]:
         """Alarms already taken from the store (in flight there), published at once like
-        taken ones: ingest's path for alarms it has just committed (no take of their own)."""
-        if recs:
-            self._add_alarms(list(recs), asyncio.get_running_loop().time())
-            self._dispatch()
-            self._wake.set()
+        taken ones: ingest's path for alarms it has just committed (no take of their own).
+        The future is done when their batches are PUBACKed, failed or the batcher stopped."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        if not recs:
+            done.set_result(None)
+            return done
+        self._add_alarms(list(recs), loop.time(), done)
+        self._dispatch()
+        self._wake.set()
+        return done
 
     def stats(self) -> BatcherStats:
         """Current counters."""
@@ -363,7 +375,9 @@ class Batcher:
         if alarms:
             self._add_alarms(alarms, taken)
 
-    def _add_alarms(self, alarms: list[Record], taken: float) -> None:
+    def _add_alarms(self, alarms: list[Record], taken: float,
+                    done: asyncio.Future[None] | None = None) -> None:
+        # done: set when the last of these batches is finished
         cfg = self.cfg
         chunk: list[Record] = []
         size = 0
@@ -375,7 +389,7 @@ class Batcher:
             chunk.append(r)
             size += n
         if chunk:
-            self._alarm_ready.append(_Out(Batch(tuple(chunk), True, CLOSE_ALARM), taken))
+            self._alarm_ready.append(_Out(Batch(tuple(chunk), True, CLOSE_ALARM), taken, done))
 
     def _close(self, reason: str) -> None:
         batch = Batch(tuple(self._open), False, reason, self._open_backlog)
@@ -427,6 +441,7 @@ class Batcher:
             self.alarm_batches += batch.alarm
             self.records += len(ids)
             self.last_latency_s = loop.time() - out.taken
+            _finish(out)             # published: whoever waits for it need not wait for confirm
             try:
                 await self._confirm(ids)
             except Exception:
@@ -437,6 +452,8 @@ class Batcher:
         except asyncio.CancelledError:
             await self._give_back(ids, batch.alarm)
             raise
+        finally:
+            _finish(out)
 
     def _backoff(self) -> None:
         self._fails += 1
@@ -465,6 +482,7 @@ class Batcher:
         ids = [r.id for r in self._open]
         for out in (*self._alarm_ready, *self._ready):
             ids += out.batch.ids
+            _finish(out)
         self._open = []
         self._open_bytes = 0
         self._ready.clear()

@@ -29,6 +29,11 @@ without any ack: the nodes keep the frames and send them again, nothing is lost.
 is counted and logged (rate-limited); frames keep being verified and the next group tries
 again, so the service recovers by itself once space is freed.
 
+Alarms first, for the CPU too: from the moment an alarm is read until its batch is PUBACKed
+(at most ``alarm_priority_s``, default `ALARM_PRIORITY_S`), `on_data` of every port waits
+before verifying more, so at saturation the alarm's commit, hand-off and publish do not queue
+behind the verification of routine frames on the event loop; bytes wait in the kernel.
+
 Back-pressure: while a group of ``max_group`` frames waits for its commit, `on_data` waits
 too, so the serial links stop reading and the kernel buffers; memory stays bounded.
 
@@ -54,6 +59,7 @@ log = logging.getLogger(__name__)
 
 TASK_NAME = "gateway.ingest"
 MAX_GROUP = 500             # frames per routine commit: bounds what an alarm waits behind
+ALARM_PRIORITY_S = 0.05     # routine input waits at most this long for an alarm's publish
 LOG_INTERVAL_S = 10.0
 
 Call = Callable[..., Awaitable[Any]]
@@ -64,7 +70,7 @@ class AlarmSink(Protocol):
     """Where committed alarms go without a take of their own (batcher.Batcher)."""
 
     def alarm_room(self) -> tuple[int, int]: ...
-    def hand_alarms(self, recs: list[Record]) -> None: ...
+    def hand_alarms(self, recs: list[Record]) -> asyncio.Future[None]: ...
 
 
 def priority_of(kind: int) -> int:
@@ -89,7 +95,7 @@ class Ingest:
                  max_group: int = MAX_GROUP, call_urgent: Call | None = None,
                  on_record: OnRecord | None = None,
                  on_drops: Callable[[DropReport], None] | None = None,
-                 alarms: AlarmSink | None = None,
+                 alarms: AlarmSink | None = None, alarm_priority_s: float = ALARM_PRIORITY_S,
                  utc_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> None:
         self.store = store
         self.stats = IngestStats()
@@ -103,6 +109,7 @@ class Ingest:
         self._on_record = on_record
         self._on_drops = on_drops
         self._sink = alarms
+        self._priority_s = alarm_priority_s
         self._utc_ms = utc_ms
         self._group: list[tuple[Accepted, int]] = []
         self._alarms: list[tuple[Accepted, int]] = []     # alarms and hellos, not yet committed
@@ -111,12 +118,20 @@ class Ingest:
         self._room.set()
         self._full = asyncio.Event()       # the group reached max_group
         self._urgent = asyncio.Event()     # an alarm or hello waits
+        self._no_alarm = asyncio.Event()   # no alarm between its reading and its publish
+        self._no_alarm.set()
+        self._published: asyncio.Future[None] | None = None   # of the alarms handed last
         self._last_log = -LOG_INTERVAL_S
 
     # -- input -------------------------------------------------------------------------------
 
     async def on_data(self, port: str, data: bytes) -> None:
         """Bytes read from a serial port (SerialLink's on_data)."""
+        if not self._no_alarm.is_set():
+            # An alarm is on its way to the broker: it gets the CPU first (bounded wait).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._priority_s):
+                    await self._no_alarm.wait()
         items = self._verifier.feed(port, data)
         now = self._utc_ms()
         for item in items:
@@ -125,6 +140,7 @@ class Ingest:
                 # (alarms skip the queue at every stage).
                 self._alarms.append((item, now))
                 self._urgent.set()
+                self._no_alarm.clear()
                 continue
             while len(self._group) >= self._max_group:
                 self._room.clear()
@@ -173,8 +189,16 @@ class Ingest:
     async def _commit_alarms(self) -> None:
         alarms, self._alarms = self._alarms, []
         self._urgent.clear()
-        if alarms:
-            await self._commit(alarms, self._call_urgent, urgent=True)
+        try:
+            if alarms:
+                await self._commit(alarms, self._call_urgent, urgent=True)
+            published, self._published = self._published, None
+            if published is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(published), self._priority_s)
+        finally:
+            if not self._alarms:
+                self._no_alarm.set()
 
     async def _commit_group(self) -> None:
         group, self._group = self._group, []
@@ -224,7 +248,7 @@ class Ingest:
                           "and the SD card (dmesg)")
             return
         if held and sink is not None:
-            sink.hand_alarms(held)
+            self._published = sink.hand_alarms(held)
         self.stats.commits += 1
         alarm = False
         fresh: list[tuple[Accepted, int]] = []

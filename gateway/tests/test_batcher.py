@@ -237,8 +237,9 @@ def test_handed_alarms_are_published_at_once_without_a_take() -> None:
             ids = store.add(3, priority=ALARM)
             handed = store._pick(3, 1 << 20, None)            # what ingest took
             takes = store.takes
-            b.hand_alarms(handed)
+            published = b.hand_alarms(handed)
             await until(lambda: set(ids) <= set(store.confirmed), "handed alarms confirmed")
+            assert published.done() and b.hand_alarms([]).done()
             assert store.takes == takes                       # no take of their own
             alarm_batches = [x for x in broker.sent if x.alarm]
             assert [x.ids for x in alarm_batches] == [ids]

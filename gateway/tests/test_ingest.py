@@ -27,7 +27,7 @@ class Rig:
     """Ingest wired to a real store on one worker thread; downlink frames are collected."""
 
     def __init__(self, tmp_path: Path, commit_interval_ms: int, max_group: int,
-                 alarms: AlarmSink | None = None) -> None:
+                 alarms: AlarmSink | None = None, alarm_priority_s: float = 0.05) -> None:
         self.pool = concurrent.futures.ThreadPoolExecutor(1)
         self.store = Store(tmp_path / "q.sqlite3", 1 << 30, 86400)
         ring = frame.KeyRing({7: KEY, 8: KEY})
@@ -37,7 +37,8 @@ class Rig:
                                  quality=lambda: m.TIME_NTP)
         self.ingest = Ingest(self.store, self.call, Verifier(ring), self.downlink,
                              self.notified.append, commit_interval_ms=commit_interval_ms,
-                             max_group=max_group, alarms=alarms)
+                             max_group=max_group, alarms=alarms,
+                             alarm_priority_s=alarm_priority_s)
 
     async def call(self, fn: Callable[..., _T], *args: Any) -> _T:
         loop = asyncio.get_running_loop()
@@ -145,12 +146,15 @@ class Sink:
     def __init__(self, room: tuple[int, int]) -> None:
         self.room = room
         self.handed: list[Record] = []
+        self.published: list[asyncio.Future[None]] = []    # the test says when
 
     def alarm_room(self) -> tuple[int, int]:
         return self.room
 
-    def hand_alarms(self, recs: list[Record]) -> None:
+    def hand_alarms(self, recs: list[Record]) -> asyncio.Future[None]:
         self.handed.extend(recs)
+        self.published.append(asyncio.get_running_loop().create_future())
+        return self.published[-1]
 
 
 def test_committed_alarms_are_handed_to_the_batcher_in_flight(tmp_path: Path) -> None:
@@ -167,6 +171,7 @@ def test_committed_alarms_are_handed_to_the_batcher_in_flight(tmp_path: Path) ->
                 await asyncio.sleep(0.01)
         assert [(r.node, r.seq, r.id > 0) for r in sink.handed] == [(7, 1, True)]
         assert await rig.call(rig.store.take, 100, 1 << 20) == []      # it is in flight
+        sink.published[0].set_result(None)
         await rig.ingest.on_data("p1", wire(7, 2))
         async with asyncio.timeout(GUARD_S):
             while len(rig.notified) < 2:
@@ -199,5 +204,58 @@ def test_no_room_leaves_alarms_to_the_batchers_take(tmp_path: Path) -> None:
     try:
         asyncio.run(main())
         assert sink.handed == [] and rig.notified == [True]
+    finally:
+        rig.close()
+
+
+def test_routine_input_waits_for_an_alarms_publish(tmp_path: Path) -> None:
+    """Between an alarm's reading and its publish, routine input waits (the alarm gets the
+    CPU first); it goes on when the alarm is published."""
+    sink = Sink((10, 100_000))
+    rig = Rig(tmp_path, commit_interval_ms=0, max_group=1000, alarms=sink,
+              alarm_priority_s=GUARD_S * 10)
+
+    async def main() -> None:
+        task = asyncio.create_task(rig.ingest.run())
+        await rig.ingest.on_data("p1", wire(7, 1, alarm=True))
+        async with asyncio.timeout(GUARD_S):
+            while not sink.published:
+                await asyncio.sleep(0.01)
+        flood = asyncio.create_task(rig.ingest.on_data("p2", wire(8, 1)))
+        await asyncio.sleep(0.2)
+        assert not flood.done()                       # waits for the alarm's publish
+        sink.published[0].set_result(None)
+        async with asyncio.timeout(GUARD_S):
+            await flood
+            while not any(a.node == 8 for a in rig.acks()):
+                await asyncio.sleep(0.01)
+        task.cancel()
+
+    try:
+        asyncio.run(main())
+    finally:
+        rig.close()
+
+
+def test_routine_input_waits_for_an_unpublished_alarm_only_so_long(tmp_path: Path) -> None:
+    """An alarm whose publish never ends (broker gone) holds routine input back by at most
+    alarm_priority_s: floods are still committed and acked."""
+    sink = Sink((10, 100_000))
+    rig = Rig(tmp_path, commit_interval_ms=0, max_group=1000, alarms=sink,
+              alarm_priority_s=0.05)
+
+    async def main() -> None:
+        task = asyncio.create_task(rig.ingest.run())
+        await rig.ingest.on_data("p1", wire(7, 1, alarm=True))
+        async with asyncio.timeout(GUARD_S):
+            for s in range(1, 4):
+                await rig.ingest.on_data("p2", wire(8, s))
+            while not any(a.node == 8 and a.floor == 3 for a in rig.acks()):
+                await asyncio.sleep(0.01)
+        task.cancel()
+
+    try:
+        asyncio.run(main())
+        assert not sink.published[0].done()
     finally:
         rig.close()
