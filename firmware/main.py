@@ -77,7 +77,24 @@ class Node:
             from binascii import crc32
             node = 0x80000000 | (crc32(machine.unique_id()) & 0x7FFFFFFF)
         self.node = node
-        self.replay = rp = self._replay(b)
+        # The scenario-replay driver when /config.json names a replay file (HIL rig). A
+        # missing or bad file is a config error: the node runs on its real sensors.
+        rp = None
+        path = cfg.get("replay")
+        if path:
+            try:
+                from firmware import replay
+                rp = replay.Replay(path, self.clock._t0, b)
+                log.warn("replay", "SENSORS REPLAYED from %s: scenario %s (status 0x80)", path,
+                         rp.name)
+                self.status |= _REPLAY
+            except Exception as e:
+                log.error("replay", "%s: %s %s; running on the real sensors. Copy a replay file "
+                          "there (hil_tests/emulator/replay_file.py) or remove replay from "
+                          "/config.json", path, type(e).__name__, e)
+                cfg._fail("bad replay file")
+                self.status |= _CONFIG_ERROR
+        self.replay = rp
         self.store = Store()
         held = self.store.open()
         uart = machine.UART(b.LINK_UART, baudrate=b.LINK_BAUD, tx=b.LINK_TX, rx=b.LINK_RX,
@@ -111,26 +128,6 @@ class Node:
         if s["traffic"] and not self.boot.safe:
             from firmware import traffic
             self.traffic = traffic.Traffic(s)
-
-    def _replay(self, b):
-        # The scenario-replay driver when /config.json names a replay file (HIL rig), else
-        # None. A missing or bad file is a config error: the node runs on its real sensors.
-        path = self.cfg.get("replay")
-        if not path:
-            return None
-        try:
-            from firmware import replay
-            rp = replay.Replay(path, self.clock._t0, b.BATTERY_DIVIDER)
-        except Exception as e:
-            log.error("replay", "%s: %s %s; running on the real sensors. Copy a replay file "
-                      "there (hil_tests/emulator/replay_file.py) or remove replay from "
-                      "/config.json", path, type(e).__name__, e)
-            self.cfg._fail("bad replay file")
-            self.status |= _CONFIG_ERROR
-            return None
-        log.warn("replay", "SENSORS REPLAYED from %s: scenario %s (status 0x80)", path, rp.name)
-        self.status |= _REPLAY
-        return rp
 
     def hello(self):
         c = self.cfg

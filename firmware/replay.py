@@ -4,19 +4,25 @@
 # against a modelled world. For the HIL rig only: the node replays only when /config.json
 # names the file (config key `replay`), and then every health frame carries status bit 0x80.
 #
-# The file is JSON made on the host from a scenario TOML (hil_tests/emulator/replay_file.py;
-# the format is in hil_tests/README.md, "Replay files"). All numbers are integers:
-#   depth [t_ms, um, ...]   air [t_ms, milli-C, ...]   bat [t_ms, mV, ...]   piecewise linear
-#   veh   [centre at A ms, centre at B ms, sd ms, x, y, z mG] per vehicle (a Gaussian bump)
-#   flt   [sensor, kind, from ms, to ms] per fault window (codes below)
-#   h0 um, rn range noise sd um, mn magnetometer noise sd in 1/1000 mG, ga/gb baselines mG
+# The file is made on the host from a scenario TOML (hil_tests/emulator/replay_file.py; the
+# format is in hil_tests/README.md, "Replay files"): one line of JSON, a list (no key names:
+# each would be a qstr on the board), then the vehicles as raw little-endian int32s read
+# straight into their array (a JSON list of 500 ints needs a 4-8 KB list while parsing:
+# MemoryError on rush hour). The line, all numbers integers:
+#   [1 (the format version), name, seed, h0 um, range noise sd um, magnetometer noise sd
+#    in 1/1000 mG, [x, y, z] baseline mG at A, at B, depth [t_ms, um, ...], air [t_ms,
+#    milli-C, ...], battery [t_ms, mV, ...] (piecewise linear), faults [sensor, kind,
+#    from ms, to ms, ...] (codes below), n = the int32s that follow]
+# and per vehicle 6 int32s: centre at A ms, centre at B ms, sd ms, x, y, z mG (its Gaussian
+# bump at each magnetometer), sorted by centre at A.
 #
 # Scenario time is ms since t0, the node's boot (the uplink clock's origin, so health
 # uptime_s is scenario seconds): on the emulated board it follows virtual time, on silicon it
 # runs at 1x. A reset starts the scenario again. Readings are pure functions of scenario
 # time: the same physics as hil_tests/emulator/world.py, with noise from a 30-bit integer
 # hash of (seed, channel, ms) (ESP32 small ints hold 31 bits: no big-int maths, no heap
-# in the magnetometer path, which runs at mag_hz for two sensors).
+# in the magnetometer path, which runs at mag_hz for two sensors). State sits in lists
+# indexed by const slots, not attributes, to keep the names (qstrs) this module adds few.
 
 import math
 from array import array
@@ -40,6 +46,27 @@ _ZERO = const(3)
 _STUCK = const(4)
 _ABSENT = const(5)              # 6 is hang: not replayed (a reset would restart into it)
 _ENODEV = const(19)
+# Replay state slots (the header list's order, then the driver's own)
+_NAME = const(1)
+_SEED = const(2)
+_H0 = const(3)
+_RN = const(4)
+_MN = const(5)
+_GA = const(6)              # _GA + 1: the baseline at B
+_DEPTH = const(8)
+_AIR = const(9)
+_BAT = const(10)
+_FLT = const(11)
+_VEH = const(12)
+_T0 = const(13)
+_DIV = const(14)
+_SINCE = const(15)          # the start of the window _fault found last
+_TEMP_OK = const(16)        # start() found the DS18B20 present
+_GAUSS = const(17)
+# magnetometer state slots
+_WHICH = const(0)           # 0 A, 1 B
+_LO = const(1)              # the first vehicle whose bump may still come
+_LAST = const(2)            # the time of the last field computed
 # noise channels
 _CH_ECHO = const(1)
 _CH_MAG = const(10)             # 10..12 magnetometer A x y z, 20..22 B
@@ -62,6 +89,16 @@ def _noise(seed, ch, t):
     return (h & 127) + (h >> 7 & 127) + (h >> 14 & 127) + (h >> 21 & 127) - 254
 
 
+def _fault(s, i, t):
+    # The fault kind active on sensor i at t (0: none); its window's start in s[_SINCE].
+    f = s[_FLT]
+    for k in range(0, len(f), 4):
+        if f[k] == i and f[k + 2] <= t < f[k + 3]:
+            s[_SINCE] = f[k + 2]
+            return f[k + 1]
+    return 0
+
+
 def _at(c, t):
     # Piecewise-linear curve c = [t0, v0, t1, v1, ...] at t (constant outside), a float.
     n = len(c)
@@ -75,51 +112,37 @@ def _at(c, t):
 
 class _Mag:
     # One replayed QMC5883L: read_mg(out) as qmc5883l.QMC5883L's (always a fresh sample).
-    def __init__(self, rp, which):
+    def __init__(self, rp, i):
         self.rp = rp
-        self.which = which                  # 0 A, 1 B
-        self.lo = 0                         # first vehicle whose bump may still come
-        self.last = 0                       # the time of the last field computed
-        self.stuck = [-1, 0, 0, 0]          # fault start ms, x, y, z of its stuck value
+        self.s = [i, 0, 0]
 
     def read_mg(self, out):
         rp = self.rp
-        t = rp.now()
-        w = self.which
-        f = rp.fault(_MAG_A + w, t)
+        s = rp.s
+        m = self.s
+        w = m[_WHICH]
+        t = ticks_diff(ticks_ms(), s[_T0])
+        f = _fault(s, _MAG_A + w, t)
         if f == _ABSENT:
             raise OSError(_ENODEV)
         if f == _ZERO:
             out[0] = out[1] = out[2] = 0
             return True
         if f == _STUCK:
-            s = self.stuck
-            if s[0] != rp.since:
-                s[0] = rp.since
-                self._field(rp.since - 1, s, 1)
-            out[0], out[1], out[2] = s[1], s[2], s[3]
-            return True
-        self._field(t, out, 0)
-        return True
-
-    def _field(self, t, out, o):
-        # Baseline + vehicle bumps + noise at t into out[o..o+2], in mG. Vehicles are sorted
-        # by their centre at A; a bump reaches 6 sd plus the A-B gap from it.
-        rp = self.rp
-        w = self.which
-        v = rp.veh
-        g = rp.gauss
-        base = rp.base[w]
+            t = s[_SINCE] - 1
+        # baseline + vehicle bumps + noise at t; a bump reaches 6 sd plus the A-B gap
+        v = s[_VEH]
+        g = s[_GAUSS]
+        base = s[_GA + w]
         x = base[0]
         y = base[1]
         z = base[2]
         n = len(v)
-        i = self.lo if t >= self.last else 0
-        self.last = t
+        i = m[_LO] if t >= m[_LAST] else 0
+        m[_LAST] = t
         lo = -1
         while i < n:
             ca = v[i]
-            c = v[i + w]
             sd = v[i + 2]
             reach = sd * 6 + abs(v[i + 1] - ca)
             if ca - reach > t:
@@ -127,7 +150,7 @@ class _Mag:
             if ca + reach >= t:
                 if lo < 0:
                     lo = i
-                k = (abs(t - c) << 13) // sd        # in 1/256 table steps
+                k = (abs(t - v[i + w]) << 13) // sd        # in 1/256 table steps
                 if k < _TAIL << 8:
                     q = k & 255
                     k >>= 8
@@ -136,74 +159,53 @@ class _Mag:
                     y += v[i + 4] * k >> 10
                     z += v[i + 5] * k >> 10
             i += 6
-        self.lo = lo if lo >= 0 else i
-        mn = rp.mn
+        m[_LO] = lo if lo >= 0 else i
+        mn = s[_MN]
         if mn:
-            seed = rp.seed
+            seed = s[_SEED]
             ch = _CH_MAG + 10 * w
             r = _SD_X1000 // 2
             x += (mn * _noise(seed, ch, t) + r) // _SD_X1000
             y += (mn * _noise(seed, ch + 1, t) + r) // _SD_X1000
             z += (mn * _noise(seed, ch + 2, t) + r) // _SD_X1000
-        out[o] = x
-        out[o + 1] = y
-        out[o + 2] = z
+        out[0] = x
+        out[1] = y
+        out[2] = z
+        return True
 
 
 class Replay:
     # Stands in for ranger.SR04T (begin, ping, GAP_MS, MIN_TOF_US), ranger.AirTemp (start,
     # read_cc) and the battery ADC (read_uv); mags() gives the two magnetometers.
-    NAME = "replay"
     MIN_TOF_US = 1457
     GAP_MS = 150
 
-    def __init__(self, path, t0, divider):
-        # path: the replay file; t0: ticks_ms of scenario time 0; divider: the board's
-        # BATTERY_DIVIDER. Raises OSError (no file) or ValueError (not a replay file).
+    def __init__(self, path, t0, board):
+        # path: the replay file; t0: ticks_ms of scenario time 0; board: the board module
+        # (its BATTERY_DIVIDER). Raises OSError (no file) or ValueError (not a replay file).
         import json
-        with open(path) as f:
-            d = json.load(f)
-        if not isinstance(d, dict) or d.get("v") != _VERSION:
-            raise ValueError("not a version 1 replay file")
-        self.name = d["name"]
-        self.seed = d["seed"] & _M30
-        self.h0 = d["h0"]
-        self.rn = d["rn"]
-        self.mn = d["mn"]
-        self.base = (d["ga"], d["gb"])
-        # arrays of ints, allocated once at boot, before the heap fragments
-        for k in ("depth", "air", "bat"):
-            if len(d[k]) < 2 or len(d[k]) % 2:
-                raise ValueError(k + " needs [t_ms, value] pairs")
-        self.depth = array("i", d["depth"])
-        self.air = array("i", d["air"])
-        self.bat = array("i", d["bat"])
-        self.veh = array("i", d["veh"])
-        self.flt = array("i", d["flt"])
-        if len(self.veh) % 6 or len(self.flt) % 4:
-            raise ValueError("veh or flt cut short")
-        d = None
+        with open(path, "rb") as f:
+            s = json.loads(f.readline())
+            if not isinstance(s, list) or len(s) != _VEH + 1 or s[0] != _VERSION:
+                raise ValueError("not a version 1 replay file")
+            # the largest allocation first, sized exactly, filled from the file
+            n = s[_VEH]
+            v = array("i", range(n))
+            if n % 6 or f.readinto(v) != 4 * n:
+                raise ValueError("vehicles cut short")
+        s[_VEH] = v
+        s[_SEED] &= _M30
+        for i in (_DEPTH, _AIR, _BAT, _FLT):
+            c = s[i]
+            if len(c) % (4 if i == _FLT else 2) or len(c) < (0 if i == _FLT else 2):
+                raise ValueError("a curve or the faults cut short")
+            s[i] = array("i", c)
         g = array("H", bytes(2 * _TAIL + 2))
         for k in range(_TAIL + 1):
             g[k] = int(1024 * math.exp(-0.5 * (k / _STEPS) ** 2) + 0.5)
-        self.gauss = g
-        self.t0 = t0
-        self.div = divider
-        self.since = 0                      # the start of the fault fault() found last
-        self._temp = True                   # start() found the sensor present
-
-    def now(self):
-        # Scenario ms since t0.
-        return ticks_diff(ticks_ms(), self.t0)
-
-    def fault(self, sensor, t):
-        # The fault kind active on sensor at t (0: none); its window's start in .since.
-        f = self.flt
-        for i in range(0, len(f), 4):
-            if f[i] == sensor and f[i + 2] <= t < f[i + 3]:
-                self.since = f[i + 2]
-                return f[i + 1]
-        return 0
+        s += [t0, board.BATTERY_DIVIDER, 0, True, g]
+        self.s = s
+        self.name = s[_NAME]
 
     def mags(self):
         return _Mag(self, 0), _Mag(self, 1)
@@ -215,8 +217,9 @@ class Replay:
 
     def ping(self):
         # Time of flight in us of an SR04T echo now; 0 electrical fault, -1 no echo.
-        t = self.now()
-        f = self.fault(_RANGER, t)
+        s = self.s
+        t = ticks_diff(ticks_ms(), s[_T0])
+        f = _fault(s, _RANGER, t)
         if f == _NOECHO:
             return -1
         if f == _OBSTRUCTION:
@@ -224,36 +227,37 @@ class Replay:
         if f == _ZERO:
             return 0
         if f == _STUCK:
-            t = self.since - 1
-        um = self.h0 - _at(self.depth, t)
-        if self.rn:
-            um += self.rn * _noise(self.seed, _CH_ECHO, t) / 73.9
+            t = s[_SINCE] - 1
+        um = s[_H0] - _at(s[_DEPTH], t)
+        if s[_RN]:
+            um += s[_RN] * _noise(s[_SEED], _CH_ECHO, t) / 73.9
         if um < _MIN_UM:
             return _MIN_TOF
         if um > _MAX_UM:
             return -1
-        c = 331.3 * math.sqrt(1.0 + _at(self.air, t) / 273150)
+        c = 331.3 * math.sqrt(1.0 + _at(s[_AIR], t) / 273150)
         return int(2 * um / c + 0.5)
 
     # -- the air temperature -----------------------------------------------------------
 
     def start(self):
-        self._temp = self.fault(_TEMP, self.now()) != _ABSENT
-        return self._temp
+        s = self.s
+        s[_TEMP_OK] = _fault(s, _TEMP, ticks_diff(ticks_ms(), s[_T0])) != _ABSENT
+        return s[_TEMP_OK]
 
     def read_cc(self):
         # Hundredths of C in the DS18B20's 1/16 C steps, None while absent.
-        if not self._temp:
-            return None
-        t = self.now()
-        f = self.fault(_TEMP, t)
-        if f == _ABSENT:
+        s = self.s
+        t = ticks_diff(ticks_ms(), s[_T0])
+        f = _fault(s, _TEMP, t)
+        if not s[_TEMP_OK] or f == _ABSENT:
             return None
         if f == _STUCK:
-            t = self.since - 1
-        return (round(_at(self.air, t) * 16 / 1000) * 100 + 8) // 16
+            t = s[_SINCE] - 1
+        return (round(_at(s[_AIR], t) * 16 / 1000) * 100 + 8) // 16
 
     # -- the battery ADC ---------------------------------------------------------------
 
     def read_uv(self):
-        return int(_at(self.bat, self.now()) * 1000) // self.div
+        s = self.s
+        return int(_at(s[_BAT], ticks_diff(ticks_ms(), s[_T0])) * 1000) // s[_DIV]

@@ -31,11 +31,15 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
     return c
 
 
+class _Board:
+    BATTERY_DIVIDER = 2
+
+
 def _load(name: str, tmp_path: Path) -> tuple[replay.Replay, World]:
     scen = load_scenario(SCENARIOS / f"{name}.toml")
     path = tmp_path / "replay.json"
     path.write_bytes(replay_json(scen))
-    return replay.Replay(str(path), 0, 2), World(scen)
+    return replay.Replay(str(path), 0, _Board), World(scen)
 
 
 def _sr04t(echo_us: int) -> int:

@@ -6,32 +6,54 @@
 import gc
 import json
 import math
+import struct
 
 from firmware import replay
 from firmware.ranger import tof_to_range_mm
 from firmware.tests.scratch import fresh, wipe
 
 _NOW = [0]
+
+
+class _Board:
+    BATTERY_DIVIDER = 2
+
+
 replay.ticks_ms = lambda: _NOW[0]
 
 DATA = {
-    "v": 1, "name": "unit", "seed": 5, "dur": 100000, "h0": 3000000, "rn": 2000, "mn": 2000,
+    "v": 1, "name": "unit", "seed": 5, "h0": 3000000, "rn": 2000, "mn": 2000,
     "ga": [180, -40, 420], "gb": [175, -35, 425],
     "depth": [0, 0, 100000, 400000], "air": [0, 20000, 100000, 40000],
     "bat": [0, 3900, 100000, 3500],
-    "veh": [50000, 50200, 100, 60, 0, 300],
     "flt": [0, 1, 10000, 20000, 0, 2, 20000, 30000, 0, 3, 30000, 40000, 0, 4, 60000, 70000,
             1, 5, 40000, 44000, 1, 4, 45000, 50000, 3, 5, 80000, 90000, 2, 3, 80000, 85000,
             2, 4, 90000, 95000],
+    "veh": [50000, 50200, 100, 60, 0, 300],
 }
+_ORDER = ("v", "name", "seed", "h0", "rn", "mn", "ga", "gb", "depth", "air", "bat", "flt")
+
+
+def _file(data):
+    # as hil_tests/emulator/replay_file.encode writes it: a JSON list, veh as int32 LE
+    veh = data["veh"]
+    head = [data[k] for k in _ORDER] + [len(veh)]
+    return json.dumps(head).encode() + b"\n" + struct.pack("<%di" % len(veh), *veh)
+
+
+def _with(**kw):
+    d = {}
+    for k in DATA:
+        d[k] = kw[k] if k in kw else DATA[k]
+    return d
 
 
 def _replay(data=None, text=None):
     d = fresh("replay")
     try:
-        with open(d + "/replay.json", "w") as f:
-            f.write(text if text is not None else json.dumps(data or DATA))
-        return replay.Replay(d + "/replay.json", 0, 2)
+        with open(d + "/replay.json", "wb") as f:
+            f.write(text if text is not None else _file(data or DATA))
+        return replay.Replay(d + "/replay.json", 0, _Board)
     finally:
         wipe(d)
 
@@ -58,7 +80,7 @@ def test_echo_gives_the_range_at_the_air_temperature():
 def test_noise_is_deterministic_with_the_scenario_sd():
     """2000 readings: mean within 0.2 mm, sd within 15 % of the 2 mm; the same ms gives
     the same reading."""
-    rp = _replay(dict(DATA, depth=[0, 0], air=[0, 20000]))
+    rp = _replay(_with(depth=[0, 0], air=[0, 20000]))
     n = s1 = s2 = 0
     for ms in range(0, 100000, 50):
         if 10000 <= ms < 40000 or 60000 <= ms < 70000:
@@ -167,16 +189,16 @@ def test_battery_follows_its_curve_behind_the_divider():
 
 
 def test_bad_files_raise_for_main_to_report():
-    """No file: OSError; not JSON, another version or a cut array: ValueError."""
+    """No file: OSError; not JSON, another version, a cut array or file: ValueError."""
     try:
-        replay.Replay("/nonexistent/replay.json", 0, 2)
+        replay.Replay("/nonexistent/replay.json", 0, _Board)
         raise AssertionError("opened a missing file")
     except OSError:
         pass
-    for text in ("{nope", json.dumps(dict(DATA, v=2)), json.dumps(dict(DATA, veh=[1, 2])),
-                 json.dumps(dict(DATA, depth=[0]))):
+    for text in (b"{nope\n", _file(_with(v=2)), _file(_with(veh=[1, 2])),
+                 _file(_with(depth=[0])), _file(DATA)[:-4]):
         try:
             _replay(text=text)
-            raise AssertionError("accepted " + text[:40])
+            raise AssertionError("accepted " + repr(text[:40]))
         except ValueError:
             pass

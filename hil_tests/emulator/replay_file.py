@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import struct
 import sys
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def _curve(points: tuple[Point, ...], scale: float, default: float) -> list[int]
 
 
 def replay_data(scenario: Scenario) -> dict[str, object]:
-    """The replay file's content as a JSON-ready dict (format version 1)."""
+    """The replay file's content (format version 1; `encode` makes the file of it)."""
     world = World(scenario)
     site = scenario.site
     veh: list[int] = []
@@ -55,20 +56,33 @@ def replay_data(scenario: Scenario) -> dict[str, object]:
                 round(f.until_s * 1000.0)]
     return {
         "v": VERSION, "name": scenario.name[:32], "seed": scenario.seed & 0x3FFFFFFF,
-        "dur": round(scenario.duration_s * 1000.0),
         "h0": round(site.h0_mm * 1000.0), "rn": round(site.range_noise_mm * 1000.0),
         "mn": round(site.noise_mg * 1000.0),
         "ga": [round(c) for c in site.baseline_a_mg], "gb": [round(c) for c in site.baseline_b_mg],
         "depth": _curve(scenario.depth, 1000.0, 0.0),
         "air": _curve(scenario.air_temp, 1000.0, 20.0),
         "bat": _curve(scenario.battery, 1.0, site.battery_mv),
-        "veh": veh, "flt": flt,
+        "flt": flt, "veh": veh,
     }
+
+
+# The order of the file's JSON line (firmware/replay.py reads it by position).
+HEADER = ("v", "name", "seed", "h0", "rn", "mn", "ga", "gb", "depth", "air", "bat", "flt")
+
+
+def encode(content: dict[str, object]) -> bytes:
+    """A replay file: one JSON list (HEADER's values, then how many int32s follow), then
+    the vehicles as little-endian int32s."""
+    veh = content["veh"]
+    assert isinstance(veh, list)
+    head = [content[k] for k in HEADER] + [len(veh)]
+    return (json.dumps(head, separators=(",", ":")).encode() + b"\n"
+            + struct.pack(f"<{len(veh)}i", *veh))
 
 
 def replay_json(scenario: Scenario) -> bytes:
     """The bytes of /replay.json for the scenario; ReplayFileError if too large."""
-    data = json.dumps(replay_data(scenario), separators=(",", ":")).encode() + b"\n"
+    data = encode(replay_data(scenario))
     if len(data) > MAX_BYTES:
         raise ReplayFileError(
             f"{scenario.source}: its replay file would be {len(data)} bytes, more than the "
