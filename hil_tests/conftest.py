@@ -12,8 +12,11 @@ several boards, ``|``-separated values):
   captures and fault seeds, the gateway's log, ``mqtt.jsonl``); the last 20 runs are kept.
 
 Markers: ``emulated`` (needs the emulated board: power cuts, stalled tasks, virtual time),
-``hardware`` (needs real boards), ``world`` (needs the modelled world: scenario outcomes; on
-hardware that needs the firmware's scenario-replay sensor driver, which does not exist yet).
+``hardware`` (needs real boards), ``world`` (outcomes against the modelled world). On real
+boards a world test's ``rig.add_board(node, scenario, ...)`` takes the next real board
+instead: its console gets ``/replay.json`` and ``"replay"`` in ``/config.json`` (mpremote,
+``Rig.add_replayed``), it is reset and runs the scenario on the firmware's replay driver at
+1x, and the rig keeps a World for the truth.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from _pytest.junitxml import LogXML, xml_key
 
 from gateway.tests.brokers import BrokerNotInstalledError, mosquitto
 from hil_tests.emulator.supervisor import BoardError, build_images, micropython_path
-from hil_tests.rig.stack import Rig
+from hil_tests.rig.stack import RealBoard, Rig
 
 HERE = Path(__file__).resolve().parent
 KEEP_RUNS = 20
@@ -41,8 +44,6 @@ HARDWARE_HINT = ("plug in an ESP32 running the firmware (USB console on the lapt
                  "--link-port /dev/ttyUSB1 --node-id 7 --node-keys keys.txt "
                  "(hil_tests/README.md, The rig)")
 EMULATED_HINT = "emulated-only (power cuts, stalled tasks, virtual time): run without --port"
-WORLD_HINT = ("needs the modelled world: a real board would need the firmware's scenario-replay "
-              "sensor driver, which does not exist yet; run without --port on emulated boards")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -59,7 +60,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for line in ("emulated: needs the emulated board (skipped with --port)",
                  "hardware: needs real ESP32 boards (--port, --link-port)",
-                 "world: needs the modelled world (scenario outcomes; emulated boards)"):
+                 "world: outcomes against the modelled world (real boards: replay driver)"):
         config.addinivalue_line("markers", line)
     if hasattr(config, "workerinput"):
         return
@@ -93,8 +94,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if real and item.get_closest_marker("emulated"):
             item.add_marker(pytest.mark.skip(reason=EMULATED_HINT))
-        elif real and item.get_closest_marker("world"):
-            item.add_marker(pytest.mark.skip(reason=WORLD_HINT))
         elif not real and item.get_closest_marker("hardware"):
             item.add_marker(pytest.mark.skip(reason="hardware-only: " + HARDWARE_HINT))
 
@@ -130,8 +129,15 @@ def rig(artifacts: Path, request: pytest.FixtureRequest) -> Iterator[Rig]:
     except BrokerNotInstalledError as exc:
         pytest.skip(str(exc))
     shutil.rmtree(artifacts / "probe-broker", ignore_errors=True)
-    images = None if hardware(request.config) else request.getfixturevalue("board_images")
-    r = Rig(artifacts, images=images)
+    real = None
+    if hardware(request.config):
+        images = None
+        consoles = _split(request.config.getoption("port"), _count(request.config), "--port")
+        real = [RealBoard(n, console, link, key) for (n, link, key), console
+                in zip(_real_boards(request.config), consoles, strict=True)]
+    else:
+        images = request.getfixturevalue("board_images")
+    r = Rig(artifacts, images=images, real=real)
     yield r
     r.close()
     for n in r.nodes.values():
@@ -164,13 +170,20 @@ def _keys(path: str | None) -> dict[int, bytes]:
     return keys
 
 
+def _count(config: pytest.Config) -> int:
+    return int(config.getoption("count", 1) or 1)
+
+
 @pytest.fixture
 def real_boards(request: pytest.FixtureRequest) -> list[tuple[int, str, bytes]]:
     """Real boards given on the command line: (node id, link port, key) each."""
-    config = request.config
-    if not hardware(config):
+    if not hardware(request.config):
         pytest.skip("hardware-only: " + HARDWARE_HINT)
-    count = int(config.getoption("count", 1) or 1)
+    return _real_boards(request.config)
+
+
+def _real_boards(config: pytest.Config) -> list[tuple[int, str, bytes]]:
+    count = _count(config)
     links = _split(config.getoption("link_port"), count, "--link-port")
     ids = [int(x) for x in _split(config.getoption("node_id"), count, "--node-id")]
     keys = _keys(config.getoption("node_keys"))

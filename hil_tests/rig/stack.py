@@ -21,6 +21,7 @@ node's uptime (the replay's scenario time) instead of the emulated clock.
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 import shutil
 import signal
@@ -42,11 +43,23 @@ from hil_tests.emulator.world import World
 from hil_tests.rig import capture_file
 from hil_tests.rig.relay import Relay
 from hil_tests.rig.uplinks import Accounting, Uplink, account, gaps, uplinks
+from tools.node import NodeSession
+from tools.provision import CONFIG, write_config
 
 GATEWAY_ID = "hil-gw"
 SITE_ID = "hil"
 TOPIC_BASE = f"roadside/v1/{SITE_ID}/{GATEWAY_ID}"
 GUARD_S = 120.0                  # hang guard of waits on MQTT (not a measurement)
+
+
+@dataclass(frozen=True)
+class RealBoard:
+    """A real board on the rig: node id, USB console port, link UART adapter port, key."""
+
+    node: int
+    console: str
+    link: str
+    key: bytes
 
 
 @dataclass
@@ -78,8 +91,10 @@ class Rig:
     def __init__(self, folder: Path, *, time_scale: float = 20.0,
                  gateway: Mapping[str, Mapping[str, object]] | None = None,
                  flip_rate: float = 0.0, seed: int | None = None,
-                 persistence: bool = True, images: tuple[Path, Path] | None = None) -> None:
+                 persistence: bool = True, images: tuple[Path, Path] | None = None,
+                 real: list[RealBoard] | None = None) -> None:
         self.folder = folder
+        self.real = list(real or [])      # real boards not yet given a scenario
         folder.mkdir(parents=True, exist_ok=True)
         self.time_scale = time_scale
         self.gateway_extra = {k: dict(v) for k, v in (gateway or {}).items()}
@@ -107,6 +122,10 @@ class Rig:
         firmware computes its sensors from the scenario's replay file on its flash (as a
         real board on the rig does) instead of asking the emulator's World."""
         scen = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+        if self.real:
+            if node in self.nodes:
+                raise ValueError(f"node {node} is on the rig already")
+            return self.add_replayed(self.real.pop(0), scen, **settings)
         if self._images is None:
             self._images = build_images(self.folder / "images")
         rom, device = self._images
@@ -132,6 +151,22 @@ class Rig:
         world = None if scenario is None else World(scenario)
         self.nodes[node] = Node(node, key, relay, world=world, replay=scenario is not None)
         return self.nodes[node]
+
+    def add_replayed(self, real: RealBoard, scenario: Scenario, **settings: object) -> Node:
+        """A real board (or an emulated one on its console pty, treated alike) made to
+        replay `scenario`: over its console with mpremote (tools.node), /replay.json copied,
+        /config.json given `replay` and `settings` (validated by the node, tools.provision),
+        then reset so that the scenario starts at its boot; the rig keeps a World for the
+        truth. At 1x on silicon: a 15-minute scenario takes 15 minutes."""
+        with NodeSession(real.console) as node:
+            node.write_file(PATH_ON_BOARD, replay_json(scenario))
+            old = node.read_file(CONFIG)
+            cfg = json.loads(old) if old else {}
+            cfg.update({"replay": PATH_ON_BOARD, "h0_mm": round(scenario.site.h0_mm),
+                        "mag_distance_mm": round(scenario.site.mag_distance_mm), **settings})
+            write_config(node, cfg)
+            node.reset()
+        return self.add_real(real.node, real.link, real.key, scenario=scenario)
 
     def _relay(self, node: int, port: str, flip_rate: float | None, seed: int | None) -> Relay:
         return Relay(port, self.folder / "links", f"node-{node}",
@@ -282,6 +317,17 @@ class Rig:
 
         ups = self.wait_uplinks(f"node {node}: health with an empty queue", drained, timeout_s)
         return [u for u in ups if u.node == node and u.kind == "health"][-1]
+
+    def wait_scenario_s(self, node: int, s: float, timeout_s: float) -> None:
+        """Waits until the node's scenario reached s seconds: the emulated clock, or for a
+        replaying node (real boards too) a health message with uptime >= s."""
+        n = self.nodes[node]
+        if n.board is not None and not n.replay:
+            n.board.wait_until_ms(s * 1000.0, timeout_s=timeout_s)
+            return
+        self.wait_uplinks(f"node {node}: health at scenario {s:g} s", lambda ups: any(
+            u.node == node and u.kind == "health" and u.num("uptime") >= s for u in ups),
+            timeout_s)
 
     def hello_sync(self, node: int, boot: int) -> float:
         """The board's virtual s at which the gateway set the node's clock in `boot`, minus

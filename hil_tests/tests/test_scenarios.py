@@ -21,29 +21,31 @@ SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 
 DRY_MM = 10                    # firmware/flood.py: a depth of at most 10 mm reads as dry
 
-pytestmark = [pytest.mark.world, pytest.mark.emulated]
+# Emulated-only but for the flash flood's replay variant, which runs on real boards too.
+pytestmark = pytest.mark.world
 
 
 def _synced(ups: list[Uplink], kind: str) -> list[Uplink]:
     return [u for u in ups if u.kind == kind and "unsynced" not in u.fields]
 
 
-@pytest.mark.parametrize("replay", [False, True], ids=["world", "replay"])
+@pytest.mark.parametrize("replay", [pytest.param(False, id="world", marks=pytest.mark.emulated),
+                                    pytest.param(True, id="replay")])
 def test_flash_flood_depths_and_alarms_on_mqtt(rig: Rig, replay: bool) -> None:
     """0 to 400 mm in 10 minutes: depths within 5 mm of the water, a crossing alarm per level
     within 20 s of the water reaching it, the 200 mm level predicted over a minute ahead;
     [replay] the same with the firmware's replay driver computing the sensors on the board
     from /replay.json (the hardware path): no sensor query reaches the World, every health
-    message says status_replay."""
+    message says status_replay. [replay] also runs on real boards (--port), at 1x: 15 min."""
     rig.time_scale = 40.0
     # replay: health every 30 s places the replay in time (Rig.replay_origin)
     n = rig.add_board(1, SCENARIOS / "flash_flood.toml", traffic=0, levels_mm=[76, 200],
                       dry_s=60, replay=replay, health_s=30 if replay else 300)
-    assert n.board is not None and n.world is not None
+    assert n.world is not None
     with rig:
-        n.board.wait_until_ms(900_000, timeout_s=180)
-        rig.wait_drained(1)
-        ups = rig.uplinks(1)
+        rig.wait_scenario_s(n.node, 900, timeout_s=180 if n.board is not None else 1500)
+        rig.wait_drained(n.node)
+        ups = rig.uplinks(n.node)
     healths = [u for u in ups if u.kind == "health"]
     assert healths and all(u.fields.get("status_replay", False) is replay for u in healths)
     if isinstance(n.world, ReplayWorld):
@@ -93,6 +95,7 @@ def _depths_follow(rig: Rig, node: int, ups: list[Uplink], tol_mm: float = 5.0) 
     return len(clean)
 
 
+@pytest.mark.emulated
 def test_an_hour_of_slow_rise_runs_in_virtual_time(rig: Rig, artifacts: Path,
                                                    record_property: object) -> None:
     """An hour of slow rise at 72x (~50 s wall, in wall_time.json): depths within 5 mm,
@@ -129,6 +132,7 @@ def test_an_hour_of_slow_rise_runs_in_virtual_time(rig: Rig, artifacts: Path,
 EDGE_S = 2.5       # node t has 1 s resolution; the hello mapping adds up to ~1 s at 20x
 
 
+@pytest.mark.emulated
 def test_rain_with_traffic_counts_speeds_and_depths(rig: Rig) -> None:
     """Rain on a busy road: per traffic window the count lies between the vehicles surely
     and possibly inside it, mean speeds within 20 % of the vehicles' (windows without a
@@ -167,6 +171,7 @@ def test_rain_with_traffic_counts_speeds_and_depths(rig: Rig) -> None:
     assert _depths_follow(rig, 1, ups) >= 10
 
 
+@pytest.mark.emulated
 def test_three_boards_receding_water_hot_afternoon_sensor_faults(rig: Rig) -> None:
     """Three boards on one gateway: receding water clears each crossed level within 30 s of
     the depth falling below level - 20 mm; at 38-44 C the depth stays within 5 mm (the echo
