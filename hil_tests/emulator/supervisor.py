@@ -500,6 +500,7 @@ class Board:
             out = b""
         except BaseException:
             self.kill_now()
+            self._proc = None         # reaped: the supervisor loop must not end it again
             raise
         self._proc = None
         text = out.decode("utf-8", "replace")
@@ -679,7 +680,7 @@ class Board:
         else:
             with contextlib.suppress(KeyError, ValueError):
                 self._sel.unregister(proc.stdout)
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, ValueError):     # ValueError: closed already
                 while chunk := os.read(proc.stdout.fileno(), 65536):
                     self._console(chunk)
         if self._out:
