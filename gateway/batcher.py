@@ -292,8 +292,11 @@ class Batcher:
             if backing_off:
                 wait = self._backoff_until - now
                 timeout = wait if timeout is None else min(timeout, wait)
+            # asyncio.timeout, not wait_for: 3.11's wait_for loses a cancel that comes as the
+            # wake does, and the service's stop then waits for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     async def _taken(self, call: Awaitable[list[Record]]) -> list[Record]:
         # Shielded so that a cancel during the take still learns which records it handed out.

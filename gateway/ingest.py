@@ -194,8 +194,9 @@ class Ingest:
                 await self._commit(alarms, self._call_urgent, urgent=True)
             published, self._published = self._published, None
             if published is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(published), self._priority_s)
+                with contextlib.suppress(TimeoutError):    # (not wait_for: see batcher)
+                    async with asyncio.timeout(self._priority_s):
+                        await asyncio.shield(published)
         finally:
             if not self._alarms:
                 self._no_alarm.set()

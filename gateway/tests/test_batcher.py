@@ -328,6 +328,24 @@ def test_task_name_and_run_cancel() -> None:
     run(main)
 
 
+def test_cancel_that_comes_with_a_wake_is_not_lost() -> None:
+    """A cancel in the same loop turn as a notify ends run() (3.11's wait_for lost it: the
+    service's stop then waited for the batcher forever)."""
+    async def main() -> None:
+        store, broker = FakeStore(), FakeBroker()
+        store.add(1)                               # an open batch: the wait has a timeout
+        b = make(store, broker, cfg())
+        task = asyncio.create_task(b.run(), name=TASK_NAME)
+        await until(lambda: store.takes >= 2, "second take")
+        await asyncio.sleep(0.01)                  # idle: waiting for a wake or the age
+        b.notify()
+        task.cancel()
+        await asyncio.wait({task}, timeout=10)     # a hang guard, not a timing assertion
+        assert task.cancelled(), "run() went on after its cancel"
+        assert store.inflight == set()
+    run(main)
+
+
 def test_counters() -> None:
     """Stats count batches, alarm batches, records and latency after PUBACKs."""
     async def main() -> None:
