@@ -5,11 +5,16 @@ emulated board's console pty (default) and on a real ESP32's USB serial (--port
 Here the `port` fixture of pytest-embedded is overridden: without --port it starts an
 emulated board with a console pty and returns that pty's path, which pytest-embedded's
 `serial` service opens with serial_for_url exactly as it opens /dev/ttyUSB0.
+
+pyserial flushes the input on open, so what the board printed before is gone: a test that
+wants the boot text resets the board once the port is open (`reset`: the emulated board's
+reset, or the EN pulse on RTS that esptool gives an ESP32 dev board).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,30 +34,52 @@ def embedded_services() -> str:
 
 
 @pytest.fixture
-def port(request: pytest.FixtureRequest, artifacts: Path) -> Iterator[str]:
-    """The console port: --port as given (a real board), else an emulated board's pty."""
-    given = request.config.getoption("port", None)
-    if given:
-        yield str(given)
+def emulated(request: pytest.FixtureRequest, artifacts: Path) -> Iterator[Board | None]:
+    """The emulated board behind the console port; None with --port (a real board)."""
+    if request.config.getoption("port", None):
+        yield None
         return
     rom, device = request.getfixturevalue("board_images")
     scen = load_scenario(SCENARIOS / "rain_traffic.toml")
     with Board(scen, node_config(scen, 5, "emulated", bytes(range(32))), console_pty=True,
                state_dir=artifacts / "node-5", time_scale=5.0, rom=rom,
                device_dir=device) as board:
-        assert board.console_port is not None
-        yield board.console_port
+        yield board
 
 
-def test_console_shows_the_node_booting_and_reading(dut: Dut) -> None:
+@pytest.fixture
+def port(request: pytest.FixtureRequest, emulated: Board | None) -> str:
+    """The console port: --port as given (a real board), else the emulated board's pty."""
+    if emulated is None:
+        return str(request.config.getoption("port"))
+    assert emulated.console_port is not None
+    return emulated.console_port
+
+
+@pytest.fixture
+def reset(dut: Dut, emulated: Board | None) -> Callable[[], None]:
+    """Resets the board behind the open console port (its boot text follows)."""
+    def pulse_en() -> None:
+        ser = dut.serial.proc          # the pyserial port: RTS drives EN on a dev board
+        ser.dtr = False
+        ser.rts = True
+        time.sleep(0.1)
+        ser.rts = False
+    return pulse_en if emulated is None else emulated.reset
+
+
+def test_console_shows_the_node_booting_and_reading(
+        dut: Dut, reset: Callable[[], None]) -> None:
     """After a boot the console names node, boot, firmware and board, then flood readings."""
+    reset()
     found = dut.expect(rb"node (\d+) boot (\d+) fw (\S+) board (\S+);", timeout=60)
     assert int(found.group(1)) > 0 and int(found.group(2)) >= 1
     dut.expect(rb"flood: depth -?\d+ mm range \d+ mm", timeout=60)
 
 
-def test_ctrl_c_gives_the_repl(dut: Dut) -> None:
+def test_ctrl_c_gives_the_repl(dut: Dut, reset: Callable[[], None]) -> None:
     """Ctrl-C stops main.py into MicroPython's REPL, which evaluates what is typed."""
+    reset()
     dut.expect(rb"node \d+ boot \d+", timeout=60)
     dut.write(b"\x03")
     dut.expect(rb">>> ", timeout=30)
