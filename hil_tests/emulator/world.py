@@ -10,6 +10,7 @@ temperature, when each vehicle passes each magnetometer) is exposed for tests to
 from __future__ import annotations
 
 import math
+import struct
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,6 +38,9 @@ _MASK64 = (1 << 64) - 1
 _CH_ECHO = 1
 _CH_MB = 2
 _CH_MAG = {"a": 10, "b": 20}
+MAG_SLOTS_MAX = 64               # samples one b"g" query may ask for
+_MAG_SLOT = struct.Struct("<Bhhh")
+_MAG_ABSENT = bytes(_MAG_SLOT.size)
 _CH_DIR = 30
 _TAIL_SIGMAS = 6.0                        # a bump further than this from its centre is 0
 
@@ -345,6 +349,19 @@ class World:
                 return float(end - v_ms)
         return 0.0
 
+    def _mag_slots(self, parts: list[bytes]) -> bytes:
+        """b"g a <v_ms> <period_ms> <count>": count samples of magnetometer a (or b) from v_ms
+        on, period_ms apart; 7 binary bytes each (present 0/1, then x, y, z as int16
+        little-endian), so the reply has a fixed length and may contain newline bytes."""
+        which, v_ms, per, count = parts[1], int(parts[2]), int(parts[3]), int(parts[4])
+        if which not in (b"a", b"b") or per < 1 or not 1 <= count <= MAG_SLOTS_MAX:
+            raise ValueError
+        out = bytearray()
+        for i in range(count):
+            xyz = self.mag_raw(which.decode(), v_ms + i * per)
+            out += _MAG_ABSENT if xyz is None else _MAG_SLOT.pack(1, *xyz)
+        return bytes(out)
+
     def answer(self, request: bytes) -> bytes:
         """Reply to one query line (without its newline), e.g. b"G a 1200" -> b"540 -120 1260".
 
@@ -358,6 +375,8 @@ class World:
                     raise ValueError
                 xyz = self.mag_raw(parts[1].decode(), int(parts[2]))
                 return b"none" if xyz is None else b"%d %d %d" % xyz
+            if op == b"g":
+                return self._mag_slots(parts)
             v_ms = int(parts[1])
             if op == b"E":
                 return b"%d" % self.echo_us(v_ms)

@@ -30,11 +30,23 @@ class _Poll:
     def __getattr__(self, name):
         return getattr(self._p, name)
 
+    # A virtual timeout shorter than a wall millisecond (most of them at 20x) would be a
+    # poll(0) spin until the virtual time comes: a whole core taken from the supervisor that
+    # answers the board's sensor queries. Such a wait sleeps its wall µs once instead and then
+    # polls without waiting (input arriving meanwhile waits < 1 wall ms).
+    def _wall_ms(self, timeout):
+        if timeout <= 0:
+            return timeout
+        us = timeout * 1000 * _tm._D // _tm._N
+        if us < 1000:
+            _tm._t.sleep_us(us)
+        return us // 1000
+
     def poll(self, timeout=-1):
-        return self._p.poll(timeout if timeout <= 0 else timeout * _tm._D // _tm._N)
+        return self._p.poll(self._wall_ms(timeout))
 
     def ipoll(self, timeout=-1, flags=0):
-        return self._p.ipoll(timeout if timeout <= 0 else timeout * _tm._D // _tm._N, flags)
+        return self._p.ipoll(self._wall_ms(timeout), flags)
 
 
 def poll():

@@ -38,7 +38,7 @@ FLASH_B = 256 * 1024
 HEAP = "512k"
 WAIT_S = 30.0  # hang guard for one expected console line, never a measured bound
 
-Answer = Callable[[str], str]
+Answer = Callable[[str], str | bytes]
 
 
 def _micropython() -> Path:
@@ -74,16 +74,23 @@ class World:
             for raw in lines:
                 line = raw.decode().strip()
                 self.requests.append(line)
-                conn.sendall(self.answer(line).encode() + b"\n")
+                reply = self.answer(line)
+                conn.sendall((reply if isinstance(reply, bytes) else reply.encode()) + b"\n")
 
     def close(self) -> None:
         self._srv.close()
 
 
 def table(replies: Mapping[str, str]) -> Answer:
-    """Answers by the request's first word ("G a" for the magnetometers)."""
-    def answer(line: str) -> str:
+    """Answers by the request's first word ("G a" for the magnetometers, whose batched
+    `g a <v> <period> <n>` gets n binary slots of that same sample)."""
+    def answer(line: str) -> str | bytes:
         words = line.split()
+        if words[0] == "g":
+            text = replies["G " + words[1]]
+            slot = bytes(7) if text == "none" else struct.pack(
+                "<Bhhh", 1, *(int(x) for x in text.split()))
+            return slot * int(words[4])
         key = " ".join(words[:2]) if words[0] == "G" else words[0]
         return replies[key]
     return answer

@@ -2,6 +2,7 @@
 
 import math
 import statistics
+import struct
 from pathlib import Path
 
 import pytest
@@ -181,8 +182,24 @@ def test_truth_matches_the_example() -> None:
     assert [p.origin for p in w.passages_between(0, 100)] == ["vehicles[0]", "vehicles[1]"]
 
 
+def test_magnetometer_slots_in_binary() -> None:
+    """g a|b <v> <period> <n>: n samples period ms apart, 7 bytes each; absent ones zero."""
+    w = _world("[[faults]]\nsensor = \"mag_b\"\nkind = \"absent\"\nt_s = 15\nuntil_s = 16\n",
+               "[[vehicles]]\nt_s = 1\nspeed_kmh = 36\nlength_m = 4\nsignature_mg = 300\n")
+    got = w.answer(b"g a 900 5 64")
+    assert len(got) == 64 * 7
+    for i in range(64):
+        xyz = w.mag_raw("a", 900 + 5 * i)
+        assert xyz is not None and struct.unpack_from("<Bhhh", got, 7 * i) == (1, *xyz)
+    got = w.answer(b"g b 14990 5 4")
+    xyz = w.mag_raw("b", 14990)
+    assert xyz is not None and got[:7] == struct.pack("<Bhhh", 1, *xyz)
+    assert got[14:] == bytes(14)                  # 15000 and 15005: absent
+
+
 @pytest.mark.parametrize("request_line", [b"", b"X 1", b"E", b"E soon", b"G c 5", b"G a",
-                                          b"W 1 1000"])
+                                          b"W 1 1000", b"g c 1 5 4", b"g a 1 5 0",
+                                          b"g a 1 5 65", b"g a 1 0 4", b"g a 1 5"])
 def test_bad_queries_get_err(request_line: bytes) -> None:
     """Malformed or unknown queries (and W, the supervisor's) get an `err` reply."""
     assert _world().answer(request_line).startswith(b"err ")
