@@ -47,7 +47,7 @@ def start(folder: Path) -> Broker:
 
 
 async def _serve(port: int) -> None:
-    from amqtt.broker import Broker as Amqtt  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415 - optional
+    from amqtt.broker import Broker as Amqtt  # type: ignore[import-not-found,import-untyped,unused-ignore]  # noqa: PLC0415 - optional
 
     config = {
         "listeners": {"default": {"type": "tcp", "bind": f"{LOOPBACK}:{port}"}},
