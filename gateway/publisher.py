@@ -213,8 +213,10 @@ class Publisher:
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         m = self.cfg.mqtt
+        _raise_if_cancelling()
         await client.publish(self.topics.state, self._state(online=True), qos=1, retain=True)
         await client.subscribe(self.topics.config_filter, qos=1)
+        _raise_if_cancelling()
         self.stats.connects += 1
         log.info("mqtt %s:%d: connected as %s%s", m.host, m.port, self.cfg.client_id,
                  " (TLS)" if self._tls is not None else "")
@@ -296,3 +298,12 @@ class Publisher:
         with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
             await client.publish(self.topics.state, self._state(online=False), qos=1,
                                  retain=True, timeout=CLOSE_TIMEOUT_S)
+
+
+def _raise_if_cancelling() -> None:
+    # aiomqtt waits for CONNACK, PUBACK and SUBACK with asyncio.wait_for, which on Python 3.11
+    # drops a cancel that arrives in the loop turn the awaited packet does: the task is then
+    # cancelling but runs on (a SIGTERM during the connect hung the gateway). Honour it here.
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

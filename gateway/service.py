@@ -63,6 +63,7 @@ STATUS_INTERVAL_S = 10.0      # the systemd status line
 GAPS_PER_PUBLISH = 64
 GAPS_RETRY_S = 5.0
 STORE_STUCK_S = 60.0          # a store call this old stops the watchdog pings
+CANCEL_AGAIN_S = 5.0          # a stage still running this long after its cancel gets another
 
 
 def utc_ms() -> int:
@@ -386,10 +387,19 @@ class Service:
             log.info("stopped")
 
 
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+async def _cancel(tasks: list[asyncio.Task[None]], again_s: float = CANCEL_AGAIN_S) -> None:
+    # Cancels and awaits the tasks. One that is still running again_s after its cancel is
+    # cancelled again: Python 3.11's asyncio.wait_for (in libraries too) can drop a cancel
+    # that arrives with the awaited result, and the stop must not hang on it.
     for t in tasks:
         t.cancel()
     for t in tasks:
+        while not t.done():
+            await asyncio.wait({t}, timeout=again_s)
+            if not t.done():
+                log.warning("%s still running %.1f s after its cancel; cancelling again",
+                            t.get_name(), again_s)
+                t.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await t
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from gateway import senml
-from gateway.service import StoreWorker
+from gateway.service import StoreWorker, _cancel
 from gateway.tests.brokers import Broker, Capture
 from gateway.tests.gwproc import GatewayProcess
 from gateway.tests.netcut import Relay
@@ -474,3 +474,28 @@ def test_store_worker_runs_urgent_calls_before_queued_ones() -> None:
     finally:
         worker.close()
     assert order == ["slow", "alarm", "b0", "b1", "b2"]
+
+
+def test_a_stage_that_drops_its_cancel_is_cancelled_again() -> None:
+    """Stopping survives a task that swallows its first cancel (as 3.11's wait_for can)."""
+    survived: list[int] = []
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            survived.append(1)                       # dropped, as the wait_for bug does
+            task = asyncio.current_task()
+            assert task is not None
+            task.uncancel()
+        await asyncio.sleep(60)
+
+    async def main() -> None:
+        task = asyncio.create_task(stubborn(), name="gateway.stubborn")
+        await asyncio.sleep(0.01)
+        async with asyncio.timeout(10):               # a hang guard, not a timing assertion
+            await _cancel([task], again_s=0.05)
+        assert task.cancelled()
+
+    asyncio.run(main())
+    assert survived == [1]
