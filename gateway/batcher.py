@@ -23,7 +23,13 @@ awaiting PUBACK. When the routine window is full, a ``notify(alarm=True)`` makes
 *probe*: one take, the alarms kept, the routine records released at once. Ingest does not
 even wait for a take: while `alarm_room` says there is room, it takes the alarms it has just
 committed in the same store call and gives them to `hand_alarms` (one store round trip and
-one event-loop pass less per alarm).
+one event-loop pass less per alarm). Before that, `publish_early` publishes an alarm the moment
+it is verified, before its commit: a commit waits for the disk's fsync, which under sustained
+writes took 100-850 ms on the benchmark VM (and an SD card is slower). Such a record is not in
+the store yet (id 0): its publish confirms and releases nothing, and its future tells ingest
+whether the broker acknowledged it, so ingest deletes the stored copy or hands it over to be
+published again. The node is acked only after the commit, as always; a crash between the
+publish and the commit makes the node send the alarm again (a duplicate, never a loss).
 
 Backlog and live data. At most ``max_in_flight`` routine batches await PUBACK; one more closed
 batch may wait for a slot, and the store is only read while none waits (memory stays bounded
@@ -131,11 +137,14 @@ class _Out:
     batch: Batch
     taken: float             # loop time of the take of its first record
     done: asyncio.Future[None] | None = None     # set once published, given back or dropped
+    early: asyncio.Future[bool] | None = None    # publish_early: not stored, PUBACKed or not
 
 
-def _finish(out: _Out) -> None:
+def _finish(out: _Out, ok: bool = False) -> None:
     if out.done is not None and not out.done.done():
         out.done.set_result(None)
+    if out.early is not None and not out.early.done():
+        out.early.set_result(ok)
 
 
 class Batcher:
@@ -240,6 +249,21 @@ class Batcher:
         self._dispatch()
         self._wake.set()
         return done
+
+    def publish_early(self, rec: Record) -> asyncio.Future[bool] | None:
+        """An alarm published before it is committed (not in the store: id 0). The future
+        is True once the broker acknowledged it, False if the publish failed or the batcher
+        stopped. None (nothing published) while backing off or with the alarm allowance in
+        use: the alarm then takes the committed path."""
+        loop = asyncio.get_running_loop()
+        if (loop.time() < self._backoff_until
+                or len(self._alarm_tasks) + len(self._alarm_ready) >= self.alarm_in_flight):
+            return None
+        early: asyncio.Future[bool] = loop.create_future()
+        self._alarm_ready.append(
+            _Out(Batch((rec,), True, CLOSE_ALARM), loop.time(), early=early))
+        self._dispatch()
+        return early
 
     def stats(self) -> BatcherStats:
         """Current counters."""
@@ -436,7 +460,8 @@ class Batcher:
             if not ok:
                 self.failures += 1
                 self._backoff()
-                await self._give_back(ids, batch.alarm)
+                if out.early is None:
+                    await self._give_back(ids, batch.alarm)
                 return
             loop = asyncio.get_running_loop()
             self._fails = 0
@@ -444,7 +469,9 @@ class Batcher:
             self.alarm_batches += batch.alarm
             self.records += len(ids)
             self.last_latency_s = loop.time() - out.taken
-            _finish(out)             # published: whoever waits for it need not wait for confirm
+            _finish(out, True)       # published: whoever waits for it need not wait for confirm
+            if out.early is not None:
+                return               # not stored yet: ingest settles the stored copy
             try:
                 await self._confirm(ids)
             except Exception:
@@ -453,7 +480,8 @@ class Batcher:
                           " again", len(ids), exc_info=True)
                 await self._give_back(ids, batch.alarm)
         except asyncio.CancelledError:
-            await self._give_back(ids, batch.alarm)
+            if out.early is None:
+                await self._give_back(ids, batch.alarm)
             raise
         finally:
             _finish(out)
@@ -484,7 +512,8 @@ class Batcher:
         await asyncio.gather(*tasks, return_exceptions=True)
         ids = [r.id for r in self._open]
         for out in (*self._alarm_ready, *self._ready):
-            ids += out.batch.ids
+            if out.early is None:
+                ids += out.batch.ids
             _finish(out)
         self._open = []
         self._open_bytes = 0

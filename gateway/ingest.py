@@ -12,7 +12,11 @@ nor for room. The commit, the ack states of the nodes it touched and, for an ala
 the take of its alarms are one call of the store worker. Only after COMMIT:
 
 1. an alarm group's alarms go straight to the batcher (``alarms``: `AlarmSink`, while it has
-   room to publish them at once), so they wait for no take of their own;
+   room to publish them at once), so they wait for no take of their own; an alarm the sink
+   already published before its commit (`AlarmSink.publish_early`, called as soon as the
+   alarm is verified: a commit can wait hundreds of ms for the disk) is settled instead: its
+   stored copy is deleted once that publish was acknowledged, or handed over to be
+   published again if it failed;
 2. each frame is recorded in the verifier's replay window (`Verifier.accept`: recording it
    earlier would refuse a retransmission of a frame whose commit failed);
 3. one ack per (port, node, boot) the group touched goes back to the node (duplicates
@@ -71,6 +75,7 @@ class AlarmSink(Protocol):
 
     def alarm_room(self) -> tuple[int, int]: ...
     def hand_alarms(self, recs: list[Record]) -> asyncio.Future[None]: ...
+    def publish_early(self, rec: Record) -> asyncio.Future[bool] | None: ...
 
 
 def priority_of(kind: int) -> int:
@@ -120,7 +125,10 @@ class Ingest:
         self._urgent = asyncio.Event()     # an alarm or hello waits
         self._no_alarm = asyncio.Event()   # no alarm between its reading and its publish
         self._no_alarm.set()
-        self._published: asyncio.Future[None] | None = None   # of the alarms handed last
+        self._published: asyncio.Future[Any] | None = None    # of the alarms handed last
+        # alarms published before their commit, by (node, boot, seq): True once PUBACKed
+        self._early: dict[tuple[int, int, int], asyncio.Future[bool]] = {}
+        self._settling: set[asyncio.Task[None]] = set()
         self._last_log = -LOG_INTERVAL_S
 
     # -- input -------------------------------------------------------------------------------
@@ -137,10 +145,17 @@ class Ingest:
         for item in items:
             if priority_of(item.kind) == ALARM:
                 # An alarm never waits for room and is committed at once, in its own group
-                # (alarms skip the queue at every stage).
+                # (alarms skip the queue at every stage); it is published even before that.
                 self._alarms.append((item, now))
                 self._urgent.set()
                 self._no_alarm.clear()
+                if self._sink is not None:
+                    key = (item.node, item.boot, item.seq)
+                    early = self._sink.publish_early(Record(
+                        item.node, item.boot, item.seq, item.kind, ALARM, now, item.body))
+                    if early is not None:
+                        self._early[key] = early
+                        self._published = early
                 continue
             while len(self._group) >= self._max_group:
                 self._room.clear()
@@ -163,9 +178,15 @@ class Ingest:
 
     async def run(self) -> None:
         """Commits groups until cancelled; a cancel commits nothing more (no ack is owed)."""
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._alarm_loop(), name=TASK_NAME + ".alarms")
-            tg.create_task(self._group_loop(), name=TASK_NAME + ".groups")
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._alarm_loop(), name=TASK_NAME + ".alarms")
+                tg.create_task(self._group_loop(), name=TASK_NAME + ".groups")
+        finally:
+            # Stored copies still being settled stay in the store: published again after a
+            # restart (a duplicate at worst).
+            for t in self._settling:
+                t.cancel()
 
     async def _group_loop(self) -> None:
         while True:
@@ -219,6 +240,11 @@ class Ingest:
         routes = list(dict.fromkeys((a.port, a.node, a.boot) for a, _ in group))
         sink = self._sink
         room = sink.alarm_room() if urgent and sink is not None else (0, 0)
+        early = [(r, self._early.pop((r.node, r.boot, r.seq), None)) for r in recs] \
+            if urgent else []
+        if any(f is not None for _, f in early):
+            # The stored copies of early-published alarms are taken too, beyond the room.
+            room = (room[0] + len(early), room[1] + sum(len(r.payload) for r, _ in early))
         store = self.store
 
         def job() -> tuple[list[bool], list[tuple[int, int]], list[Record]]:
@@ -249,7 +275,16 @@ class Ingest:
                           "and the SD card (dmesg)")
             return
         if held and sink is not None:
-            self._published = sink.hand_alarms(held)
+            futures = {(r.node, r.boot, r.seq): f for r, f in early if f is not None}
+            settle = [(r, futures[r.node, r.boot, r.seq]) for r in held
+                      if (r.node, r.boot, r.seq) in futures]
+            rest = [r for r in held if (r.node, r.boot, r.seq) not in futures]
+            if rest:
+                self._published = sink.hand_alarms(rest)
+            if settle:
+                task = asyncio.create_task(self._settle(settle), name=TASK_NAME + ".settle")
+                self._settling.add(task)
+                task.add_done_callback(self._settling.discard)
         self.stats.commits += 1
         alarm = False
         fresh: list[tuple[Accepted, int]] = []
@@ -277,6 +312,22 @@ class Ingest:
             await self._downlink.heard(item.port, item.msg)
             if self._on_record is not None:
                 self._on_record(item, t)
+
+    async def _settle(self, pairs: list[tuple[Record, asyncio.Future[bool]]]) -> None:
+        # Stored copies (in flight) of alarms published before their commit: deleted once
+        # that publish was acknowledged, else handed to the batcher to be published again.
+        sink = self._sink
+        assert sink is not None
+        done = [r for r, f in pairs if await f]
+        again = [r for r, f in pairs if not f.result()]
+        if again:
+            sink.hand_alarms(again)
+        if done:
+            try:
+                await self._call_urgent(self.store.confirm, [r.id for r in done])
+            except StoreError as exc:          # still stored: published again after restart
+                log.error("%d alarms published but not deleted from the store: %s",
+                          len(done), exc)
 
     async def _ack(self, routes: list[tuple[str, int, int]], call: Call) -> None:
         store = self.store

@@ -254,6 +254,29 @@ def test_handed_alarms_are_published_at_once_without_a_take() -> None:
     run(main)
 
 
+def test_an_early_alarm_is_published_and_confirms_nothing() -> None:
+    """publish_early: one alarm batch now; its future says PUBACK; no store id is confirmed
+    or released. A failed one says False and starts the backoff (no early publish then)."""
+    async def main() -> None:
+        store, broker = FakeStore(), FakeBroker()
+        rec = Record(7, 1, 9, 2, ALARM, NOW, b"alarm", 0)
+        async with make(store, broker, cfg(), backoff_min_s=5.0, backoff_max_s=5.0) as b:
+            early = b.publish_early(rec)
+            assert early is not None
+            async with asyncio.timeout(10):
+                assert await early is True
+            assert [(x.alarm, x.records) for x in broker.acked] == [(True, (rec,))]
+            assert store.confirmed == [] and b.stats().records == 1
+            broker.results.append(False)
+            failed = b.publish_early(rec)
+            assert failed is not None
+            async with asyncio.timeout(10):
+                assert await failed is False
+            assert b.publish_early(rec) is None           # backing off
+            assert store.confirmed == [] and store.inflight == set()
+    run(main)
+
+
 def test_failures_release_and_retry_without_loss_or_duplicates() -> None:
     """Failed and raising publishes release, back off and retry; each id confirmed once."""
     async def main() -> None:

@@ -143,13 +143,21 @@ def test_a_full_group_does_not_hold_back_an_alarm(tmp_path: Path) -> None:
 class Sink:
     """An AlarmSink with a fixed room that keeps what it is handed."""
 
-    def __init__(self, room: tuple[int, int]) -> None:
+    def __init__(self, room: tuple[int, int], early: bool = False) -> None:
         self.room = room
         self.handed: list[Record] = []
         self.published: list[asyncio.Future[None]] = []    # the test says when
+        self.early = early                                  # accept publish_early
+        self.early_sent: list[tuple[Record, asyncio.Future[bool]]] = []   # the test answers
 
     def alarm_room(self) -> tuple[int, int]:
         return self.room
+
+    def publish_early(self, rec: Record) -> asyncio.Future[bool] | None:
+        if not self.early:
+            return None
+        self.early_sent.append((rec, asyncio.get_running_loop().create_future()))
+        return self.early_sent[-1][1]
 
     def hand_alarms(self, recs: list[Record]) -> asyncio.Future[None]:
         self.handed.extend(recs)
@@ -181,6 +189,64 @@ def test_committed_alarms_are_handed_to_the_batcher_in_flight(tmp_path: Path) ->
     try:
         asyncio.run(main())
         assert rig.notified == [False, False]
+    finally:
+        rig.close()
+
+
+def _early_rig(tmp_path: Path) -> tuple[Rig, Sink]:
+    sink = Sink((10, 100_000), early=True)
+    return Rig(tmp_path, commit_interval_ms=0, max_group=1000, alarms=sink), sink
+
+
+async def _records(rig: Rig) -> int:
+    stats = await rig.call(rig.store.stats, 0)
+    return stats.records
+
+
+def test_an_alarm_is_published_before_its_commit_and_then_deleted(tmp_path: Path) -> None:
+    """publish_early comes as the alarm is verified, before any commit or ack; once the
+    broker acknowledged it, its stored copy is deleted, not published again."""
+    rig, sink = _early_rig(tmp_path)
+
+    async def main() -> None:
+        task = asyncio.create_task(rig.ingest.run())
+        await rig.ingest.on_data("p1", wire(7, 1, alarm=True))
+        assert [(r.seq, r.id) for r, _ in sink.early_sent] == [(1, 0)]   # not stored yet
+        async with asyncio.timeout(GUARD_S):
+            while not rig.acks():                     # committed and acked all the same
+                await asyncio.sleep(0.01)
+            assert await _records(rig) == 1           # stored, in flight until settled
+            sink.early_sent[0][1].set_result(True)    # PUBACK of the early publish
+            while await _records(rig):
+                await asyncio.sleep(0.01)
+        assert sink.handed == []
+        task.cancel()
+
+    try:
+        asyncio.run(main())
+    finally:
+        rig.close()
+
+
+def test_a_failed_early_publish_hands_the_stored_copy_over(tmp_path: Path) -> None:
+    """An early publish that got no PUBACK: the committed copy goes to the batcher."""
+    rig, sink = _early_rig(tmp_path)
+
+    async def main() -> None:
+        task = asyncio.create_task(rig.ingest.run())
+        await rig.ingest.on_data("p1", wire(7, 1, alarm=True))
+        async with asyncio.timeout(GUARD_S):
+            while not rig.acks():
+                await asyncio.sleep(0.01)
+            sink.early_sent[0][1].set_result(False)
+            while not sink.handed:
+                await asyncio.sleep(0.01)
+        assert [(r.seq, r.id > 0) for r in sink.handed] == [(1, True)]
+        assert await _records(rig) == 1               # kept until that publish's PUBACK
+        task.cancel()
+
+    try:
+        asyncio.run(main())
     finally:
         rig.close()
 
