@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+
 from gateway import config
 from gateway.downlink import Downlink
 from gateway.ingest import AlarmSink, Ingest
@@ -203,9 +205,12 @@ async def _records(rig: Rig) -> int:
     return stats.records
 
 
-def test_an_alarm_is_published_before_its_commit_and_then_deleted(tmp_path: Path) -> None:
-    """publish_early comes as the alarm is verified, before any commit or ack; once the
-    broker acknowledged it, its stored copy is deleted, not published again."""
+@pytest.mark.parametrize("acked", [True, False], ids=["pubacked", "failed"])
+def test_an_alarm_is_published_before_its_commit_then_settled(tmp_path: Path,
+                                                               acked: bool) -> None:
+    """publish_early comes as the alarm is verified, before any commit or ack. Once the
+    broker acknowledged it, its stored copy is deleted, not published again; an early
+    publish that got no PUBACK hands the committed copy to the batcher instead."""
     rig, sink = _early_rig(tmp_path)
 
     async def main() -> None:
@@ -216,33 +221,14 @@ def test_an_alarm_is_published_before_its_commit_and_then_deleted(tmp_path: Path
             while not rig.acks():                     # committed and acked all the same
                 await asyncio.sleep(0.01)
             assert await _records(rig) == 1           # stored, in flight until settled
-            sink.early_sent[0][1].set_result(True)    # PUBACK of the early publish
-            while await _records(rig):
+            sink.early_sent[0][1].set_result(acked)   # the early publish's outcome
+            while (await _records(rig)) if acked else not sink.handed:
                 await asyncio.sleep(0.01)
-        assert sink.handed == []
-        task.cancel()
-
-    try:
-        asyncio.run(main())
-    finally:
-        rig.close()
-
-
-def test_a_failed_early_publish_hands_the_stored_copy_over(tmp_path: Path) -> None:
-    """An early publish that got no PUBACK: the committed copy goes to the batcher."""
-    rig, sink = _early_rig(tmp_path)
-
-    async def main() -> None:
-        task = asyncio.create_task(rig.ingest.run())
-        await rig.ingest.on_data("p1", wire(7, 1, alarm=True))
-        async with asyncio.timeout(GUARD_S):
-            while not rig.acks():
-                await asyncio.sleep(0.01)
-            sink.early_sent[0][1].set_result(False)
-            while not sink.handed:
-                await asyncio.sleep(0.01)
-        assert [(r.seq, r.id > 0) for r in sink.handed] == [(1, True)]
-        assert await _records(rig) == 1               # kept until that publish's PUBACK
+        if acked:
+            assert sink.handed == []
+        else:
+            assert [(r.seq, r.id > 0) for r in sink.handed] == [(1, True)]
+            assert await _records(rig) == 1           # kept until that publish's PUBACK
         task.cancel()
 
     try:
