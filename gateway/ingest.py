@@ -150,11 +150,10 @@ class Ingest:
                 self._urgent.set()
                 self._no_alarm.clear()
                 if self._sink is not None:
-                    key = (item.node, item.boot, item.seq)
                     early = self._sink.publish_early(Record(
                         item.node, item.boot, item.seq, item.kind, ALARM, now, item.body))
                     if early is not None:
-                        self._early[key] = early
+                        self._early[item.node, item.boot, item.seq] = early
                         self._published = early
                 continue
             while len(self._group) >= self._max_group:
@@ -240,11 +239,14 @@ class Ingest:
         routes = list(dict.fromkeys((a.port, a.node, a.boot) for a, _ in group))
         sink = self._sink
         room = sink.alarm_room() if urgent and sink is not None else (0, 0)
-        early = [(r, self._early.pop((r.node, r.boot, r.seq), None)) for r in recs] \
-            if urgent else []
-        if any(f is not None for _, f in early):
-            # The stored copies of early-published alarms are taken too, beyond the room.
-            room = (room[0] + len(early), room[1] + sum(len(r.payload) for r, _ in early))
+        # Alarms of this group published before their commit, by (node, boot, seq): their
+        # stored copies are taken too, beyond the room, to be settled.
+        futures: dict[tuple[int, int, int], asyncio.Future[bool]] = {}
+        for r in recs if urgent else ():
+            f = self._early.pop((r.node, r.boot, r.seq), None)
+            if f is not None:
+                futures[r.node, r.boot, r.seq] = f
+                room = (room[0] + 1, room[1] + len(r.payload))
         store = self.store
 
         def job() -> tuple[list[bool], list[tuple[int, int]], list[Record]]:
@@ -275,7 +277,6 @@ class Ingest:
                           "and the SD card (dmesg)")
             return
         if held and sink is not None:
-            futures = {(r.node, r.boot, r.seq): f for r, f in early if f is not None}
             settle = [(r, futures[r.node, r.boot, r.seq]) for r in held
                       if (r.node, r.boot, r.seq) in futures]
             rest = [r for r in held if (r.node, r.boot, r.seq) not in futures]
