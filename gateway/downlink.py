@@ -22,8 +22,9 @@ with a log line naming the problem and the previous wish stays. A wish is pushed
 node is routable and then, while unconfirmed, again on the node's frames every
 ``config_retry_s``. The node applies a config frame, saves it and says hello again with its
 new ``cfg_hash`` (and ``cfg_error`` naming a key it refused): the first hello of the same boot
-after a push confirms it, and its hash is remembered. A later hello with another hash (the
-node was reflashed or reset to defaults) or a new boot before confirmation brings a new push.
+read after a push confirms it (not one read before it but committed after), and its hash is
+remembered. A later hello with another hash (the node was reflashed or reset to defaults) or
+a new boot before confirmation brings a new push.
 Identical retained payloads (redelivered at each reconnect) change nothing. The state lives
 in memory: after a gateway restart each wish is pushed once more (harmless: the node applies
 the same values and says hello).
@@ -123,8 +124,14 @@ class Downlink:
 
     # -- what the wiring tells us ------------------------------------------------------------
 
-    async def heard(self, port: str, msg: m.Message) -> None:
-        """An uplink frame was committed: update the route, then send what is due."""
+    def now(self) -> float:
+        """This downlink's clock (monotonic s), for the arrival times given to `heard`."""
+        return self._clock()
+
+    async def heard(self, port: str, msg: m.Message, arrived: float | None = None) -> None:
+        """An uplink frame was committed: update the route, then send what is due.
+        `arrived` (`now()` when the frame was read) lets a hello read before a config push,
+        but committed after it, not count as the node's answer to that push."""
         node = msg.node
         route = self._routes.get(node)
         hello = isinstance(msg, m.Hello)
@@ -141,7 +148,7 @@ class Downlink:
         if wish is None:
             return
         if isinstance(msg, m.Hello):
-            self._hello(node, msg, wish)
+            self._hello(node, msg, wish, arrived)
         if wish.confirmed is None and (
                 wish.pushed_at is None or wish.pushed_boot != route.boot
                 or now - wish.pushed_at >= self._retry_s):
@@ -179,9 +186,12 @@ class Downlink:
 
     # -- sending -----------------------------------------------------------------------------
 
-    def _hello(self, node: int, hello: m.Hello, wish: _Wish) -> None:
+    def _hello(self, node: int, hello: m.Hello, wish: _Wish, arrived: float | None) -> None:
         if wish.confirmed is None:
-            if wish.pushed_at is not None and hello.boot == wish.pushed_boot:
+            if wish.pushed_at is not None and arrived is not None and arrived < wish.pushed_at:
+                log.debug("node %d: a hello read before the config push is no answer to it",
+                          node)
+            elif wish.pushed_at is not None and hello.boot == wish.pushed_boot:
                 wish.confirmed = bytes(hello.cfg_hash)
                 self.stats.config_confirmed += 1
                 if hello.cfg_error:

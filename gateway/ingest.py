@@ -129,6 +129,9 @@ class Ingest:
         # alarms published before their commit, by (node, boot, seq): True once PUBACKed
         self._early: dict[tuple[int, int, int], asyncio.Future[bool]] = {}
         self._settling: set[asyncio.Task[None]] = set()
+        # when each hello not yet heard by the downlink arrived (its clock), by (node, boot,
+        # seq): a hello read before a config push does not confirm that push
+        self._hello_at: dict[tuple[int, int, int], float] = {}
         self._last_log = -LOG_INTERVAL_S
 
     # -- input -------------------------------------------------------------------------------
@@ -143,6 +146,8 @@ class Ingest:
         items = self._verifier.feed(port, data)
         now = self._utc_ms()
         for item in items:
+            if item.kind == m.HELLO:
+                self._hello_at[item.node, item.boot, item.seq] = self._downlink.now()
             if priority_of(item.kind) == ALARM:
                 # An alarm never waits for room and is committed at once, in its own group
                 # (alarms skip the queue at every stage); it is published even before that.
@@ -296,6 +301,8 @@ class Ingest:
                 alarm = alarm or priority_of(item.kind) == ALARM
             else:
                 self.stats.duplicates += 1
+                if item.kind == m.HELLO:
+                    self._hello_at.pop((item.node, item.boot, item.seq), None)
         self.stats.committed += len(fresh)
         for (port, node, boot), (floor, sack) in zip(routes, acks, strict=True):
             await self._downlink.ack(port, node, boot, floor, sack)
@@ -310,7 +317,9 @@ class Ingest:
             if report.total and self._on_drops is not None:
                 self._on_drops(report)
         for item, t in fresh:
-            await self._downlink.heard(item.port, item.msg)
+            arrived = (self._hello_at.pop((item.node, item.boot, item.seq), None)
+                       if item.kind == m.HELLO else None)
+            await self._downlink.heard(item.port, item.msg, arrived)
             if self._on_record is not None:
                 self._on_record(item, t)
 
