@@ -46,6 +46,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TextIO
 
+from hil_tests.emulator.clock import VirtualClock
 from hil_tests.emulator.scenario import Scenario
 from hil_tests.emulator.world import World
 
@@ -169,6 +170,7 @@ class Board:
         self.flash_path = self.state_dir / "flash.bin"
         self.rtc_path = self.state_dir / "rtc.bin"
         self.wake_path = Path(str(self.rtc_path) + ".wake")
+        self.clock = VirtualClock(self.state_dir / "lag.bin", self.time_scale)
         self.console_path = self.state_dir / "console.log"
         self.provision_dir = self.state_dir / "provision"
         self._main_py = main_py
@@ -183,7 +185,6 @@ class Board:
         # Set by start().
         self.heap_overhead_b: int | None = None
         self.heap_b: int | None = None
-        self.epoch_ns = time.time_ns()
         self.queries = 0                       # world queries answered (all boots)
         self.pids: list[int] = []              # every process started (probe included)
         self._sock_dir: Path | None = None
@@ -244,9 +245,19 @@ class Board:
                  tb: TracebackType | None) -> None:
         self.close()
 
+    @property
+    def epoch_ns(self) -> int:
+        """Wall ns of the scenario's start (virtual 0), for a board that never lagged."""
+        return self.clock.epoch_ns
+
     def now_ms(self) -> float:
-        """Virtual ms since the scenario's start (the board computes the same)."""
-        return (time.time_ns() - self.epoch_ns) * self.time_scale / 1e6
+        """Virtual ms since the scenario's start (the board computes the same: the wall
+        time scaled, less what the board's process was starved of; see clock.py)."""
+        return self.clock.now_ms()
+
+    def virtual_ms_at(self, unix_s: float) -> float:
+        """The board's virtual ms at a past wall instant (Unix s), e.g. a gateway's."""
+        return self.clock.ms_at(unix_s)
 
     @property
     def boots(self) -> list[Boot]:
@@ -291,7 +302,7 @@ class Board:
                                              daemon=True)
             self._thread.start()
             self._probe()
-            self.epoch_ns = time.time_ns()
+            self.clock.reset()
             self._command("boot")
         except BaseException:
             self.close()
@@ -326,6 +337,7 @@ class Board:
         if self._log is not None:
             self._log.close()
             self._log = None
+        self.clock.close()
         if self._own_state and not self._keep_state:
             shutil.rmtree(self.state_dir, ignore_errors=True)
         _LIVE.discard(self)
@@ -434,6 +446,7 @@ class Board:
             "MICROPYPATH": f".frozen:{self._device_dir}",
             "ROADSIDE_WORLD": str(self._sock_dir / "world.sock"),
             "ROADSIDE_CLOCK": f"{self.epoch_ns} {self.time_scale!r}",
+            "ROADSIDE_LAG": str(self.clock.lag_path),
             f"ROADSIDE_UART{self.link_uart}_FD": str(self._master),
             "ROADSIDE_RESET_CAUSE": str(cause),
             "ROADSIDE_RTC": str(self.rtc_path),
@@ -490,7 +503,7 @@ class Board:
 
     def _probe(self) -> None:
         """Learns O, the heap the stand-ins, ROM and mounts take; sets H = HEAP_BUDGET_B + O."""
-        self.epoch_ns = time.time_ns()
+        self.clock.reset()
         proc = self._popen(PROBE_HEAP_B, PWRON_RESET, probe=True)
         self._proc = proc
         try:
@@ -909,7 +922,7 @@ class Board:
                         continue
                     stall_ms = self.world.stall_ms(req)
                     if stall_ms > 0:           # a hung sensor: the board waits for it
-                        time.sleep(stall_ms / self.time_scale / 1000.0)
+                        replies.append(b"h%d" % round(stall_ms))
                     replies.append(answer(req))
                 replies.append(b"")
                 conn.sendall(b"\n".join(replies))

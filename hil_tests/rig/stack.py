@@ -335,7 +335,7 @@ class Rig:
         n = self.nodes[node]
         assert n.board is not None
         hello = next(u for u in self.uplinks(node, "hello") if u.boot == boot)
-        v_s = (hello.t - n.board.epoch_ns / 1e9) * self.time_scale
+        v_s = n.board.virtual_ms_at(hello.t) / 1000.0
         return v_s - hello.t
 
     def replay_origin(self, node: int, boot: int) -> float:

@@ -120,19 +120,30 @@ def _query(pre, v, arg, arg2=-1):
 def _ask(pre, arg=-1, v=-1):
     # One world query, allocation-free: `pre` (b"E", b"G a"...), the virtual ms `v` (now by
     # default) and `arg` if >= 0; returns the reply's length in _R (0 without a world).
+    # The query's wall time is left out of the virtual clock (time.lag): the supervisor's
+    # latency is the emulator's, not the board's. A sensor that hangs answers "h<ms>" first:
+    # the board then blocks for those virtual ms, as a hung driver call would.
     if _W is None:
         return 0
+    t0 = time._t.ticks_us()
     _query(pre, v, arg)
     n = 0
     while True:
         if not _W.readinto(_ONE):
             raise OSError(_EIO)  # the supervisor went away
         b = _ONE[0]
-        if b == 10:
-            return n
-        if n < len(_R):
-            _R[n] = b
-            n += 1
+        if b != 10:
+            if n < len(_R):
+                _R[n] = b
+                n += 1
+            continue
+        time.lag(time._t.ticks_diff(time._t.ticks_us(), t0))
+        if n and _R[0] == 104 and _ints(n) == 1:  # b"h"
+            time.sleep_ms(_V[0])
+            t0 = time._t.ticks_us()
+            n = 0
+            continue
+        return n
 
 
 def _ints(n):
@@ -219,9 +230,11 @@ def _mslot(s, t, per):
     k = s + s
     j = (t - _MC[k]) // per
     if _MC[k + 1] != per or t < _MC[k] or j >= _MK:
+        t0 = time._t.ticks_us()
         _query(b"g a" if s == 0 else b"g b", t, per, _MK)
         if _W.readinto(_MBV[s]) != len(_MBV[s]):
             raise OSError(_EIO)  # the supervisor went away
+        time.lag(time._t.ticks_diff(time._t.ticks_us(), t0))
         _MC[k] = t
         _MC[k + 1] = per
         j = 0

@@ -33,20 +33,27 @@ class _Poll:
     # A virtual timeout shorter than a wall millisecond (most of them at 20x) would be a
     # poll(0) spin until the virtual time comes: a whole core taken from the supervisor that
     # answers the board's sensor queries. Such a wait sleeps its wall µs once instead and then
-    # polls without waiting (input arriving meanwhile waits < 1 wall ms).
-    def _wall_ms(self, timeout):
+    # polls without waiting (input arriving meanwhile waits < 1 wall ms). A wait that ends
+    # after its wall time is lag (see time.py): the board was starved, not sleeping.
+    def _wait(self, timeout, it, flags):
         if timeout <= 0:
-            return timeout
+            return self._p.ipoll(timeout, flags) if it else self._p.poll(timeout)
         us = timeout * 1000 * _tm._D // _tm._N
         if us < 1000:
-            _tm._t.sleep_us(us)
-        return us // 1000
+            _tm.wall_sleep_us(us)
+            return self._p.ipoll(0, flags) if it else self._p.poll(0)
+        t0 = _tm._t.ticks_us()
+        r = self._p.ipoll(us // 1000, flags) if it else self._p.poll(us // 1000)
+        o = _tm._t.ticks_diff(_tm._t.ticks_us(), t0) - us // 1000 * 1000
+        if o > _tm._LATE_US:
+            _tm.lag(o)
+        return r
 
     def poll(self, timeout=-1):
-        return self._p.poll(self._wall_ms(timeout))
+        return self._wait(timeout, False, 0)
 
     def ipoll(self, timeout=-1, flags=0):
-        return self._p.ipoll(self._wall_ms(timeout), flags)
+        return self._wait(timeout, True, flags)
 
 
 def poll():

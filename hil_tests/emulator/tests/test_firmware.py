@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -112,12 +114,32 @@ def test_flash_flood_depths_and_alarms_follow_the_water(tmp_path: Path, board_na
         [h.heap_min for h in health]
 
 
-def test_rush_hour_counts_and_speeds_match_the_vehicles(tmp_path: Path) -> None:
-    """Exact counts of well separated vehicles per window; mean speeds within 10 %."""
+@contextmanager
+def _busy_cores(n: int) -> Iterator[None]:
+    """n processes that spin on the cores meanwhile, as a loaded CI machine's do."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+
+
+@pytest.mark.parametrize("starved", [False, True], ids=["idle", "starved"])
+def test_rush_hour_counts_and_speeds_match_the_vehicles(tmp_path: Path, starved: bool) -> None:
+    """Exact counts of well separated vehicles per window; mean speeds within 10 %;
+    [starved] the same with a busy process more than there are cores: the board's process
+    and the supervisor answering its sensor queries wait for a CPU, and those waits are no
+    time on the board's virtual clock (clock.py), as an ESP32 never waits (before they were
+    left out, the firmware missed samples and vehicles here)."""
     sc = load_scenario(SCENARIOS / "rush_hour.toml")
-    with _node(sc, 20.0, tmp_path) as (board, bench, world):
-        board.wait_until_ms(sc.duration_s * 1000.0, timeout_s=120)
+    hogs = (os.cpu_count() or 1) + 1 if starved else 0
+    with _node(sc, 20.0, tmp_path) as (board, bench, world), _busy_cores(hogs):
+        board.wait_until_ms(sc.duration_s * 1000.0, timeout_s=180)
         got = list(bench.received)
+        lag_ms = board.clock.lag_ns() / 1e6
+    print(f"board lag: {lag_ms:.1f} wall ms left out of its clock (late wakes, queries)")
     windows = _synced(got, m.Traffic)
     assert len(windows) >= 8
     # A vehicle is counted when it has left A. The node's t has 1 s resolution, so a vehicle
