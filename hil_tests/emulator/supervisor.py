@@ -40,7 +40,7 @@ import threading
 import time
 import tty
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -82,6 +82,26 @@ def _take_ctty() -> None:
     """In the board's child process: its console tty becomes the controlling terminal, so
     Ctrl-C raises KeyboardInterrupt in running code, as the ESP32's console does."""
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Ctrl-C waits until the block ends: a KeyboardInterrupt inside Popen, after the fork
+    (Popen waits for the child's exec), would lose a child nobody then kills. (Masking the
+    signal would not do: another thread takes it, and the main thread still raises.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield                         # Python runs signal handlers in the main thread only
+        return
+    got: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda signum, _frame: got.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if got and callable(old):
+            old(signal.SIGINT, None)  # default_int_handler: KeyboardInterrupt, now
+        elif got and old == signal.SIG_DFL:
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 class BoardError(RuntimeError):
@@ -504,8 +524,9 @@ class Board:
     def _probe(self) -> None:
         """Learns O, the heap the stand-ins, ROM and mounts take; sets H = HEAP_BUDGET_B + O."""
         self.clock.reset()
-        proc = self._popen(PROBE_HEAP_B, PWRON_RESET, probe=True)
-        self._proc = proc
+        with _sigint_held():
+            proc = self._popen(PROBE_HEAP_B, PWRON_RESET, probe=True)
+            self._proc = proc
         try:
             out, _ = proc.communicate(timeout=PROBE_TIMEOUT_S)
         except subprocess.TimeoutExpired:

@@ -172,8 +172,11 @@ def board(images: tuple[Path, Path], tmp_path: Path) -> Iterator[Board]:
         yield b
 
 
+# Not named `port`: pytest-embedded's autouse fixture asks for `port`, so a module fixture of
+# that name would start a board for every test here (one outlived emulate's Ctrl-C test:
+# it was this fixture's, not emulate's).
 @pytest.fixture
-def port(board: Board) -> Iterator[Port]:
+def link(board: Board) -> Iterator[Port]:
     """The host end of the board's link, opened after boot 1 said READY."""
     p = Port(board.host_port)
     board.wait_for(r"^BOOT cause=1 ")
@@ -199,19 +202,19 @@ def test_heap_probe_sets_the_budget(board: Board) -> None:
     assert re.search(r"^\[ +\d+\.\d{3}\] BOOT cause=1", log, re.M)   # virtual time prefix
 
 
-def test_host_port_carries_bytes_both_ways(board: Board, port: Port) -> None:
+def test_host_port_carries_bytes_both_ways(board: Board, link: Port) -> None:
     """Bytes written to host_port reach the firmware's UART and its replies come back raw."""
-    port.write(b"echo hello board\n")
-    assert port.expect(rb"ECHO (.*?)\n").group(1) == b"hello board"
+    link.write(b"echo hello board\n")
+    assert link.expect(rb"ECHO (.*?)\n").group(1) == b"hello board"
     raw = bytes([0x03, 0x04, 0x11, 0x13, 0x0D, 0x7F, 0x00, 0xFF])  # ^C ^D XON XOFF CR DEL
-    port.write(b"echo " + raw + b"\n")
-    assert port.expect(rb"ECHO (.*?)\n").group(1) == raw
+    link.write(b"echo " + raw + b"\n")
+    assert link.expect(rb"ECHO (.*?)\n").group(1) == raw
 
 
-def test_sensors_read_the_world(board: Board, port: Port) -> None:
+def test_sensors_read_the_world(board: Board, link: Port) -> None:
     """SR04T, DS18B20, both QMC5883L and the battery ADC read what the world says."""
-    port.write(b"sensors\n")
-    m = port.expect(rb"SENS (.*?)\n")
+    link.write(b"sensors\n")
+    m = link.expect(rb"SENS (.*?)\n")
     echo, temp, ax, ay, az, bx, by, bz, uv = m.group(1).split()
     w = board.world
     assert int(echo) == w.echo_us(0) == round(echo_width_us(2700.0, 25.0))
@@ -221,29 +224,29 @@ def test_sensors_read_the_world(board: Board, port: Port) -> None:
     assert int(uv) == 1_950_000
 
 
-def test_machine_reset_restarts_soft(board: Board, port: Port) -> None:
+def test_machine_reset_restarts_soft(board: Board, link: Port) -> None:
     """machine.reset() restarts with cause 5; flash and RTC memory survive it."""
-    port.write(b"reset\n")
+    link.write(b"reset\n")
     boot = board.wait_boots(2)
     assert boot.cause == 5
     board.wait_for(r"^BOOT cause=5 flash_boots=2 rtc=rtc-boot-1$")
     assert board.boots[0].end.startswith("exit 70")
 
 
-def test_watchdog_bite_restarts_with_cause_3(board: Board, port: Port) -> None:
+def test_watchdog_bite_restarts_with_cause_3(board: Board, link: Port) -> None:
     """A watchdog fed then starved is bitten: restart with cause 3, RTC memory kept."""
-    port.write(b"wdt 2000\n")
-    port.expect(rb"WDT\n")
+    link.write(b"wdt 2000\n")
+    link.expect(rb"WDT\n")
     board.wait_until_ms(board.now_ms() + 3000)       # fed for 3 s: longer than its timeout
     assert len(board.boots) == 1
-    port.write(b"starve\n")
+    link.write(b"starve\n")
     boot = board.wait_boots(2)
     assert boot.cause == 3
     assert board.boots[0].end == "watchdog"
     board.wait_for(r"^BOOT cause=3 flash_boots=2 rtc=rtc-boot-1$")
 
 
-def test_power_cut_clears_rtc_keeps_flash(board: Board, port: Port) -> None:
+def test_power_cut_clears_rtc_keeps_flash(board: Board, link: Port) -> None:
     """A power cut restarts with cause 1 after the off time; RTC memory lost, flash kept."""
     board.powercut(off_s=2.0)
     assert board.pid is None and board.state == "off"
@@ -253,16 +256,16 @@ def test_power_cut_clears_rtc_keeps_flash(board: Board, port: Port) -> None:
     board.wait_for(r"^BOOT cause=1 flash_boots=2 rtc=-$")
 
 
-def test_hard_reset(board: Board, port: Port) -> None:
+def test_hard_reset(board: Board, link: Port) -> None:
     """Board.reset() (EN) restarts at once with cause 2, RTC memory kept."""
     board.reset()
     assert board.wait_boots(2).cause == 2
     board.wait_for(r"^BOOT cause=2 flash_boots=2 rtc=rtc-boot-1$")
 
 
-def test_deep_sleep_wakes_with_cause_4(board: Board, port: Port) -> None:
+def test_deep_sleep_wakes_with_cause_4(board: Board, link: Port) -> None:
     """machine.deepsleep(ms) ends the boot; the board wakes with cause 4 at the wake time."""
-    port.write(b"sleep 3000\n")
+    link.write(b"sleep 3000\n")
     boot = board.wait_boots(2)
     first = board.boots[0]
     assert boot.cause == 4 and first.wake_ms is not None
@@ -372,15 +375,8 @@ _EMULATE = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int
             "from hil_tests.emulator.run import main; sys.exit(main(sys.argv[1:]))")
 
 
-def test_emulate_ctrl_c_leaves_nothing(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_emulate_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
     """`emulate` prints the serial path, and Ctrl-C stops it with exit 130 and no process left."""
-    if request.config.pluginmanager.has_plugin("pytest_embedded"):
-        # Known bug, open: with pytest-embedded's plugin loaded in the pytest process, one
-        # board process (sleeping, its parent alive) outlives emulate's Ctrl-C; with the
-        # plugin off (-p no:pytest_embedded), and run by hand, nothing is left. Strict: this
-        # fails as soon as the cause is fixed, so the marker cannot outlive the bug.
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="a board outlives emulate's Ctrl-C under pytest-embedded"))
     scen = tmp_path / "s.toml"
     scen.write_text(QUIET.format(top="", tail=""))
     state = tmp_path / "state"
