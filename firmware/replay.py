@@ -14,7 +14,10 @@
 #    milli-C, ...], battery [t_ms, mV, ...] (piecewise linear), faults [sensor, kind,
 #    from ms, to ms, ...] (codes below), n = the int32s that follow]
 # and per vehicle 6 int32s: centre at A ms, centre at B ms, sd ms, x, y, z mG (its Gaussian
-# bump at each magnetometer), sorted by centre at A.
+# bump at each magnetometer), sorted by centre at A. The vehicles stay on flash: the file is
+# kept open and a window of _WIN of them is read into a fixed array when the magnetometers
+# walk past it (rush hour's 84 vehicles in RAM took 2 KB of a 64 KiB heap; the window takes
+# 384 B whatever the scenario's traffic). When all of them fit, the file is closed.
 #
 # Scenario time is ms since t0, the node's boot (the uplink clock's origin, so health
 # uptime_s is scenario seconds): on the emulated board it follows virtual time, on silicon it
@@ -63,6 +66,12 @@ _DIV = const(14)
 _SINCE = const(15)          # the start of the window _fault found last
 _TEMP_OK = const(16)        # start() found the DS18B20 present
 _GAUSS = const(17)
+_VF = const(18)             # the open replay file
+_VOFF = const(19)           # its offset of the first vehicle
+_NV = const(20)             # int32s of vehicles in the file (6 per vehicle)
+_VB = const(21)             # the int32 index of the window's first entry
+_MS = const(22)             # both magnetometers' state lists (their _LO)
+_WIN = const(96)            # int32s in the window: 16 vehicles
 # magnetometer state slots
 _WHICH = const(0)           # 0 A, 1 B
 _LO = const(1)              # the first vehicle whose bump may still come
@@ -110,6 +119,23 @@ def _at(c, t):
     return c[n - 1]
 
 
+def _page(s, i):
+    # Reads the window so that it holds vehicle int32 index i, from the lowest index either
+    # magnetometer may still need where that fits (they walk the same vehicles, B behind
+    # A); returns the window's first index. No heap: seek and readinto a fixed array.
+    v = s[_VEH]
+    b = i
+    for m in s[_MS]:
+        lo = m[_LO]
+        if lo < b and i + 6 - lo <= len(v):
+            b = lo
+    f = s[_VF]
+    f.seek(s[_VOFF] + 4 * b)
+    f.readinto(v)
+    s[_VB] = b
+    return b
+
+
 class _Mag:
     # One replayed QMC5883L: read_mg(out) as qmc5883l.QMC5883L's (always a fresh sample).
     def __init__(self, rp, i):
@@ -137,27 +163,33 @@ class _Mag:
         x = base[0]
         y = base[1]
         z = base[2]
-        n = len(v)
+        n = s[_NV]
+        nw = len(v)
+        b = s[_VB]
         i = m[_LO] if t >= m[_LAST] else 0
         m[_LAST] = t
         lo = -1
         while i < n:
-            ca = v[i]
-            sd = v[i + 2]
-            reach = sd * 6 + abs(v[i + 1] - ca)
+            j = i - b
+            if j < 0 or j + 6 > nw:
+                b = _page(s, i)
+                j = i - b
+            ca = v[j]
+            sd = v[j + 2]
+            reach = sd * 6 + abs(v[j + 1] - ca)
             if ca - reach > t:
                 break
             if ca + reach >= t:
                 if lo < 0:
                     lo = i
-                k = (abs(t - v[i + w]) << 13) // sd        # in 1/256 table steps
+                k = (abs(t - v[j + w]) << 13) // sd        # in 1/256 table steps
                 if k < _TAIL << 8:
                     q = k & 255
                     k >>= 8
                     k = (g[k] * (256 - q) + g[k + 1] * q) >> 8
-                    x += v[i + 3] * k >> 10
-                    y += v[i + 4] * k >> 10
-                    z += v[i + 5] * k >> 10
+                    x += v[j + 3] * k >> 10
+                    y += v[j + 4] * k >> 10
+                    z += v[j + 5] * k >> 10
             i += 6
         m[_LO] = lo if lo >= 0 else i
         mn = s[_MN]
@@ -184,16 +216,19 @@ class Replay:
         # path: the replay file; t0: ticks_ms of scenario time 0; board: the board module
         # (its BATTERY_DIVIDER). Raises OSError (no file) or ValueError (not a replay file).
         import json
-        with open(path, "rb") as f:
+        f = open(path, "rb")  # kept open: the vehicles are read from it for the whole boot
+        try:
             s = json.loads(f.readline())
             if not isinstance(s, list) or len(s) != _VEH + 1 or s[0] != _VERSION:
                 raise ValueError("not a version 1 replay file")
-            # the largest allocation first, sized exactly, filled from the file
             n = s[_VEH]
-            v = array("i", range(n))
-            if n % 6 or f.readinto(v) != 4 * n:
+            off = f.tell()
+            if not isinstance(n, int) or n < 0 or n % 6 or f.seek(0, 2) - off != 4 * n:
                 raise ValueError("vehicles cut short")
-        s[_VEH] = v
+        except BaseException:
+            f.close()
+            raise
+        s[_VEH] = array("i", range(min(n, _WIN)))
         s[_SEED] &= _M30
         for i in (_DEPTH, _AIR, _BAT, _FLT):
             c = s[i]
@@ -203,12 +238,21 @@ class Replay:
         g = array("H", bytes(2 * _TAIL + 2))
         for k in range(_TAIL + 1):
             g[k] = int(1024 * math.exp(-0.5 * (k / _STEPS) ** 2) + 0.5)
-        s += [t0, board.BATTERY_DIVIDER, 0, True, g]
+        s += [t0, board.BATTERY_DIVIDER, 0, True, g, f, off, n, 0, []]
+        _page(s, 0)
+        if n <= _WIN:
+            # all of them in the window: no file held open (its LittleFS buffers cost ~0.9
+            # KB of heap, more than a few vehicles)
+            f.close()
+            s[_VF] = None
         self.s = s
         self.name = s[_NAME]
 
     def mags(self):
-        return _Mag(self, 0), _Mag(self, 1)
+        a = _Mag(self, 0)
+        b = _Mag(self, 1)
+        self.s[_MS] = [a.s, b.s]
+        return a, b
 
     # -- the ranger --------------------------------------------------------------------
 

@@ -180,6 +180,42 @@ def test_magnetometer_reads_allocate_nothing():
     assert gc.mem_alloc() == before, gc.mem_alloc() - before
 
 
+def test_many_vehicles_are_read_from_the_file_as_the_road_passes():
+    """40 vehicles (more than the 16 of the window read from flash): at each centre the
+    field is the baseline plus that vehicle's bump exactly (no noise, no overlap), at A and
+    B alike, also after time went back; the reads allocate nothing across window reads."""
+    veh = []
+    for k in range(40):
+        ca = 10000 + 1000 * k
+        veh += [ca, ca + 200, 100, 10 + k, -k, 300 + k]
+    rp = _replay(_with(veh=veh, mn=0, flt=[]))
+    a, b = rp.mags()
+    out = [0, 0, 0]
+
+    def check(k):
+        ca = 10000 + 1000 * k
+        _at(ca)
+        assert a.read_mg(out) and out == [180 + 10 + k, -40 - k, 420 + 300 + k], (k, out)
+        _at(ca + 200)
+        assert b.read_mg(out) and out == [175 + 10 + k, -35 - k, 425 + 300 + k], (k, out)
+
+    for k in range(40):
+        check(k)
+    for k in (3, 30, 7):                  # back in time: the window is read again
+        check(k)
+    if hasattr(gc, "mem_alloc"):
+        _at(9000)
+        a.read_mg(out)
+        b.read_mg(out)
+        gc.collect()
+        before = gc.mem_alloc()
+        for ms in range(9000, 52000, 20):
+            _at(ms)
+            a.read_mg(out)
+            b.read_mg(out)
+        assert gc.mem_alloc() == before, gc.mem_alloc() - before
+
+
 def test_battery_follows_its_curve_behind_the_divider():
     """read_uv is the battery mV behind the board's divider of 2."""
     rp = _replay()
