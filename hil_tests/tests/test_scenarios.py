@@ -21,7 +21,7 @@ SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 
 DRY_MM = 10                    # firmware/flood.py: a depth of at most 10 mm reads as dry
 
-# Emulated-only but for the flash flood's replay variant, which runs on real boards too.
+# Emulated-only but for the replay variants (flash flood, rain with traffic): real boards too.
 pytestmark = pytest.mark.world
 
 
@@ -132,17 +132,25 @@ def test_an_hour_of_slow_rise_runs_in_virtual_time(rig: Rig, artifacts: Path,
 EDGE_S = 2.5       # node t has 1 s resolution; the hello mapping adds up to ~1 s at 20x
 
 
-@pytest.mark.emulated
-def test_rain_with_traffic_counts_speeds_and_depths(rig: Rig) -> None:
+@pytest.mark.parametrize("replay", [pytest.param(False, id="world", marks=pytest.mark.emulated),
+                                    pytest.param(True, id="replay")])
+def test_rain_with_traffic_counts_speeds_and_depths(rig: Rig, replay: bool) -> None:
     """Rain on a busy road: per traffic window the count lies between the vehicles surely
     and possibly inside it, mean speeds within 20 % of the vehicles' (windows without a
-    vehicle near an edge), depths within 5 mm."""
-    n = rig.add_board(1, SCENARIOS / "rain_traffic.toml", dry_s=30, wet_s=30)
-    assert n.board is not None and n.world is not None
+    vehicle near an edge), depths within 5 mm; [replay] the same with the firmware's replay
+    driver computing both magnetometers and the ranger from /replay.json (the vehicles
+    streamed from flash), so it also runs on real boards (--port): 10 minutes at 1x."""
+    # replay: health every 30 s places the replay in time (Rig.replay_origin)
+    extra: dict[str, object] = {"health_s": 30} if replay else {}
+    n = rig.add_board(1, SCENARIOS / "rain_traffic.toml", dry_s=30, wet_s=30, replay=replay,
+                      **extra)
+    assert n.world is not None
     with rig:
-        n.board.wait_until_ms(600_000, timeout_s=180)
+        rig.wait_scenario_s(n.node, 600, timeout_s=180 if n.board is not None else 900)
         rig.wait_drained(1)
         ups = rig.uplinks(1)
+    if isinstance(n.world, ReplayWorld):
+        assert n.world.sensor_queries == 0, n.world.sensor_queries
     windows = _synced(ups, "traffic")
     assert len(windows) >= 8, len(windows)
     leave = sorted((p.leave_a_s, p.speed_kmh) for p in n.world.passages)
