@@ -141,9 +141,8 @@ def test_rain_with_traffic_counts_speeds_and_depths(rig: Rig, replay: bool) -> N
     driver computing both magnetometers and the ranger from /replay.json (the vehicles
     streamed from flash), so it also runs on real boards (--port): 10 minutes at 1x."""
     # replay: health every 30 s places the replay in time (Rig.replay_origin)
-    extra: dict[str, object] = {"health_s": 30} if replay else {}
     n = rig.add_board(1, SCENARIOS / "rain_traffic.toml", dry_s=30, wet_s=30, replay=replay,
-                      **extra)
+                      health_s=30 if replay else 300)
     assert n.world is not None
     with rig:
         rig.wait_scenario_s(n.node, 600, timeout_s=180 if n.board is not None else 900)
