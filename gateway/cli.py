@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -38,12 +39,28 @@ def _log_setup(level: str) -> None:
                         format=stamp + "%(levelname)s %(name)s: %(message)s")
 
 
+# Cyclic GC: every frame makes a handful of short-lived objects, so with the default
+# threshold (700 allocations) generation 0 was collected every few dozen frames, and each
+# full collection walked every object of the loaded modules. Frozen after start-up (those
+# never die) and with generation 0 at 20,000: in six paired `bench_gateway --quick` runs
+# (2026-12-04) 8 % less CPU per frame (57 -> 52 us), 9 % more frames/s, and the alarm p99 at
+# saturation 34 -> 23 ms on average, better in all six; RSS stays flat (gateway/README.md).
+GC_THRESHOLDS = (20_000, 50, 1_000)
+
+
+def _tune_gc() -> None:
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def command_run(args: argparse.Namespace) -> int:
     """Runs the service until SIGTERM or SIGINT."""
     cfg = config.load(args.config)
     _log_setup(args.log_level or cfg.gateway.log_level)
 
     async def main() -> None:
+        _tune_gc()
         await Service(cfg).run()
 
     asyncio.run(main())
