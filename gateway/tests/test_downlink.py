@@ -45,13 +45,17 @@ def _hello(seq: int, cfg_hash: bytes) -> m.Hello:
     return m.Hello(NODE, 1, seq, "test-1.0", "emulated", 1, cfg_hash, "")
 
 
+def _flood(seq: int) -> m.Flood:
+    return m.Flood(NODE, 1, seq, 1_790_000_000, 10, 2990, 2450, 0, 5)
+
+
 def test_a_hello_read_before_the_push_does_not_confirm_it() -> None:
     """The ingest may commit (and so report) a hello after a config push although the
     node sent it before: only a hello read after the push is the node's answer."""
     async def main() -> Rig:
         r = Rig()
         dl = r.downlink
-        await dl.heard(PORT, m.Flood(NODE, 1, 1, 1_790_000_000, 10, 2990, 2450, 0, 5))
+        await dl.heard(PORT, _flood(1))
         old_hello_at = dl.now()           # read now, committed after the push below
         r.t += 1.0
         await dl.set_config(NODE, json.dumps({"dry_s": 120}).encode())
@@ -62,7 +66,7 @@ def test_a_hello_read_before_the_push_does_not_confirm_it() -> None:
         await dl.heard(PORT, _hello(3, b"\x01" * 8), dl.now())    # the answer
         for seq in range(4, 8):
             r.t += 60.0                   # well past the retry interval
-            await dl.heard(PORT, m.Flood(NODE, 1, seq, 1_790_000_000, 10, 2990, 2450, 0, 5))
+            await dl.heard(PORT, _flood(seq))
         return r
 
     r = asyncio.run(main())
@@ -79,15 +83,15 @@ def test_an_unanswered_push_is_retried_on_the_nodes_frames() -> None:
         await dl.heard(PORT, _hello(1, b"\x00" * 8), dl.now())
         await dl.set_config(NODE, json.dumps({"dry_s": 120}).encode())
         r.t += 1.0
-        await dl.heard(PORT, m.Flood(NODE, 1, 2, 1_790_000_000, 10, 2990, 2450, 0, 5))
+        await dl.heard(PORT, _flood(2))
         assert len(r.configs()) == 1      # not yet: the node may still be applying it
         r.t += 600.0
-        await dl.heard(PORT, m.Flood(NODE, 1, 3, 1_790_000_000, 10, 2990, 2450, 0, 5))
+        await dl.heard(PORT, _flood(3))
         assert len(r.configs()) == 2
         r.t += 0.1
         await dl.heard(PORT, _hello(4, b"\x01" * 8), dl.now())
         r.t += 600.0
-        await dl.heard(PORT, m.Flood(NODE, 1, 5, 1_790_000_000, 10, 2990, 2450, 0, 5))
+        await dl.heard(PORT, _flood(5))
         return r
 
     r = asyncio.run(main())

@@ -137,7 +137,7 @@ def _ask(pre, arg=-1, v=-1):
                 _R[n] = b
                 n += 1
             continue
-        time.lag(time._t.ticks_diff(time._t.ticks_us(), t0))
+        time.lag_since(t0)
         if n and _R[0] == 104 and _ints(n) == 1:  # b"h"
             time.sleep_ms(_V[0])
             t0 = time._t.ticks_us()
@@ -234,7 +234,7 @@ def _mslot(s, t, per):
         _query(b"g a" if s == 0 else b"g b", t, per, _MK)
         if _W.readinto(_MBV[s]) != len(_MBV[s]):
             raise OSError(_EIO)  # the supervisor went away
-        time.lag(time._t.ticks_diff(time._t.ticks_us(), t0))
+        time.lag_since(t0)
         _MC[k] = t
         _MC[k + 1] = per
         j = 0

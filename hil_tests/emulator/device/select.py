@@ -44,9 +44,7 @@ class _Poll:
             return self._p.ipoll(0, flags) if it else self._p.poll(0)
         t0 = _tm._t.ticks_us()
         r = self._p.ipoll(us // 1000, flags) if it else self._p.poll(us // 1000)
-        o = _tm._t.ticks_diff(_tm._t.ticks_us(), t0) - us // 1000 * 1000
-        if o > _tm._LATE_US:
-            _tm.lag(o)
+        _tm.lag_since(t0, us // 1000 * 1000)
         return r
 
     def poll(self, timeout=-1):

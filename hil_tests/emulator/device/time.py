@@ -58,8 +58,7 @@ if _p:
         _LF.readinto(_LB)
     except OSError:
         _LF = open(_p, "wb")  # noqa: SIM115
-    for _i in range(8):
-        _LAG |= _LB[_i] << (8 * _i)
+    _LAG = int.from_bytes(_LB, "little")
 _LW = _LAG  # the value in the file
 # _V0: virtual µs since scenario start at _T0 (the interpreter's ticks_us at import).
 _ns = _t.time_ns()
@@ -108,13 +107,21 @@ def ticks_ms():
     return _run_us() * _N // (_D * 1000) & _MASK
 
 
+def lag_since(t0, w=-1):
+    # A wait that began at interpreter ticks_us t0: with w (its wall µs) only an overrun of
+    # more than _LATE_US is lag (starvation); without, all of it (a query's latency)
+    o = _t.ticks_diff(_t.ticks_us(), t0)
+    if w < 0:
+        lag(o)
+    elif o - w > _LATE_US:
+        lag(o - w)
+
+
 def wall_sleep_us(w):
     # sleeps w wall µs; a late wake is lag
     t0 = _t.ticks_us()
     _t.sleep_us(w)
-    o = _t.ticks_diff(_t.ticks_us(), t0) - w
-    if o > _LATE_US:
-        lag(o)
+    lag_since(t0, w)
 
 
 def sleep_us(us):
